@@ -1,0 +1,100 @@
+"""Thread-local state: which modules may be mutated right now, and the RNG seed.
+
+Mutation is allowed only for modules registered by `pax.pure` (or by a module's
+own constructor), only in the thread that registered them, and only at the JAX
+trace that was current when they were registered: a module captured by an inner
+`jax.jit`/`jax.grad` cannot be mutated there, which would leak tracers.
+"""
+
+import contextlib
+import random
+import threading
+from typing import Any, Dict, Iterable, Iterator
+
+import jax
+
+try:  # The trace context is internal to JAX; fall back to no trace check.
+  from jax._src import core as _jax_core
+
+  def current_trace() -> Any:
+    return _jax_core.trace_ctx.trace
+
+except (ImportError, AttributeError):  # pragma: no cover - older/newer JAX
+  def current_trace() -> Any:
+    return None
+
+
+class _ThreadState(threading.local):
+  """Per-thread mutation scope and Python RNG."""
+
+  def __init__(self):
+    super().__init__()
+    # id -> module; strong references so that ids cannot be recycled while the
+    # scope is open.
+    self.mutable: Dict[int, Any] = {}
+    self.trace: Any = None
+    self.rng = random.Random(42)
+
+
+_STATE = _ThreadState()
+
+
+def is_mutable(module: Any) -> bool:
+  """Whether `module` may be mutated in the current thread and trace."""
+  state = _STATE
+  return id(module) in state.mutable and current_trace() is state.trace
+
+
+@contextlib.contextmanager
+def allow_mutation(modules: Iterable[Any]) -> Iterator[None]:
+  """Allows mutating exactly `modules` (and nothing else) inside the block."""
+  state = _STATE
+  previous = (state.mutable, state.trace)
+  state.mutable = {id(m): m for m in modules}
+  state.trace = current_trace()
+  try:
+    yield
+  finally:
+    state.mutable, state.trace = previous
+
+
+@contextlib.contextmanager
+def also_allow_mutation(module: Any) -> Iterator[None]:
+  """Adds one module (being constructed) to the current mutable scope."""
+  state = _STATE
+  previous = (state.mutable, state.trace)
+  trace = current_trace()
+  if previous[1] is trace:
+    mutable = dict(previous[0])
+  else:  # Modules of an outer trace stay immutable in here.
+    mutable = {}
+  mutable[id(module)] = module
+  state.mutable, state.trace = mutable, trace
+  try:
+    yield
+  finally:
+    state.mutable, state.trace = previous
+
+
+def seed_rng_key(seed: int) -> None:
+  """Seeds the library's RNG (per thread) used for default module init keys.
+
+  >>> pax.seed_rng_key(42)
+  >>> a = pax.next_rng_key()
+  >>> pax.seed_rng_key(42)
+  >>> bool((a == pax.next_rng_key()).all())
+  True
+
+  Args:
+    seed: a Python integer.
+  """
+  if not isinstance(seed, int) or isinstance(seed, bool):
+    raise TypeError(
+        f"seed_rng_key expects a Python int, got {type(seed).__name__}. "
+        "Fix: pax.seed_rng_key(42).")
+  _STATE.rng = random.Random(seed)
+
+
+def next_rng_key() -> jax.Array:
+  """Returns a fresh PRNG key from the library's seeded RNG and advances it."""
+  return jax.random.PRNGKey(_STATE.rng.randint(0, 2**31 - 1))

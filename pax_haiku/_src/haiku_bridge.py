@@ -1,0 +1,480 @@
+"""The Haiku bridge: Haiku code as pax modules, pax modules as Haiku code.
+
+- `from_haiku(f)(*sample_args)` runs `hk.transform_with_state(f).init` once and
+  returns a `HaikuModule` whose attributes hold the params/state leaves and
+  whose `__call__` runs `apply`.
+- `to_haiku(module)` returns an `hk.TransformedWithState` in which every leaf
+  of the module is read with `hk.get_parameter` / `hk.get_state` (under its
+  Haiku name, see `haiku_naming`), the module runs, and new state is written
+  back with `hk.set_state`. `haiku_call(module, x)` does the same inline inside
+  any Haiku transform.
+"""
+
+import contextlib
+import dataclasses
+import inspect
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+from haiku._src import base as hk_base
+from haiku._src import transform as hk_transform
+
+from pax_haiku._src import context
+from pax_haiku._src import haiku_naming
+from pax_haiku._src import module as module_lib
+from pax_haiku._src import pure as pure_lib
+
+RNG_NAME = "rng_key"
+
+_TRANSFORMED: Dict[Any, hk.TransformedWithState] = {}
+
+
+def _transformed(fn: Callable[..., Any]) -> hk.TransformedWithState:
+  t = _TRANSFORMED.get(fn)
+  if t is None:
+    t = _TRANSFORMED[fn] = hk.transform_with_state(fn)
+  return t
+
+
+class HaikuModuleCall:
+  """A Haiku function `lambda *a, **k: cls(*ctor_args, **ctor_kw)(*a, **k)`.
+
+  Compares by value, so two pax modules built from the same `hk.Module`
+  class and constructor arguments share a treedef (and a jit cache entry).
+  """
+
+  def __init__(self, cls: type, *ctor_args: Any, method: str = "__call__",
+               **ctor_kwargs: Any):
+    self.cls = cls
+    self.ctor_args = ctor_args
+    self.ctor_kwargs = ctor_kwargs
+    self.method = method
+    self.__name__ = getattr(cls, "__name__", "haiku_module")
+
+  def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    module = self.cls(*self.ctor_args, **self.ctor_kwargs)
+    return getattr(module, self.method)(*args, **kwargs)
+
+  def _key(self):
+    return (self.cls, self.ctor_args, sorted(self.ctor_kwargs.items()),
+            self.method)
+
+  def __eq__(self, other: Any) -> bool:
+    return isinstance(other, HaikuModuleCall) and self._key() == other._key()
+
+  def __hash__(self) -> int:
+    return hash((self.cls, self.method))
+
+  def __repr__(self) -> str:
+    args = [repr(a) for a in self.ctor_args]
+    args += [f"{k}={v!r}" for k, v in self.ctor_kwargs.items()]
+    return f"{self.__name__}({', '.join(args)})"
+
+
+@dataclasses.dataclass(frozen=True)
+class HaikuSpec:
+  """Static description of a `HaikuModule` (one meta field of its treedef).
+
+  Attributes:
+    fn: the Haiku function.
+    leaves: `(attribute, bundle, name, role)` for every params/state leaf;
+      `bundle` is the Haiku module path as `fn` creates it.
+    top: if every bundle starts with one top-level module name, that name
+      (the module is then re-rooted under its parent's scope by replacing it).
+    needs_rng: `fn` calls `hk.next_rng_key()`: a key is held as state.
+    pass_training: `fn` takes `is_training`; pax passes `module.training`.
+  """
+  fn: Callable[..., Any]
+  leaves: Tuple[Tuple[str, str, str, str], ...]
+  top: Optional[str]
+  needs_rng: bool
+  pass_training: bool
+
+  def attr_of(self) -> Dict[Tuple[str, str, str], str]:
+    return {(b, n, r): a for a, b, n, r in self.leaves}
+
+
+def _top_level(bundles) -> Optional[str]:
+  tops = {b.split("/")[0] for b in bundles}
+  if len(tops) == 1 and "~" not in tops:
+    return tops.pop()
+  return None
+
+
+def _accepts_is_training(fn: Callable[..., Any]) -> bool:
+  target = fn.cls if isinstance(fn, HaikuModuleCall) else fn
+  if isinstance(fn, HaikuModuleCall):
+    target = getattr(fn.cls, fn.method)
+  try:
+    return "is_training" in inspect.signature(target).parameters
+  except (TypeError, ValueError):
+    return False
+
+
+class HaikuModule(module_lib.Module):
+  """A pax module running Haiku code; params/state leaves are attributes.
+
+  Built by `pax.from_haiku`; the Haiku-backed layers subclass it and choose
+  readable attribute names with `_haiku_attr_name`.
+  """
+
+  _haiku_spec: Optional[HaikuSpec]
+
+  def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:
+    """Attribute that holds a leaf; layers override to give PAX names."""
+    del role
+    return f"{bundle}/{name}"
+
+  def _init_haiku(self, fn: Callable[..., Any], args: Tuple[Any, ...],
+                  kwargs: Dict[str, Any], rng_key: Optional[jax.Array]) -> None:
+    """Runs Haiku `init` on sample inputs and stores the leaves (in `__init__`)."""
+    if rng_key is None:
+      rng_key = context.next_rng_key()
+    _check_rng_key(rng_key)
+    pass_training = _accepts_is_training(fn)
+    if pass_training and "is_training" not in kwargs:
+      kwargs = dict(kwargs, is_training=self.training)
+    transformed = _transformed(fn)
+    params, state = transformed.init(rng_key, *args, **kwargs)
+    needs_rng = _needs_rng(transformed, params, state, args, kwargs)
+    leaves = []
+    for role, tree in ((haiku_naming.PARAMS, params),
+                       (haiku_naming.STATE, state)):
+      for bundle in tree:
+        for name, value in tree[bundle].items():
+          attr = self._haiku_attr_name(bundle, name, role)
+          leaves.append((attr, bundle, name, role))
+          setattr(self, attr, value)
+    top = _top_level(b for _, b, _, _ in leaves)
+    if needs_rng:
+      setattr(self, RNG_NAME, jax.random.fold_in(rng_key, 1))
+    self._haiku_spec = HaikuSpec(fn, tuple(leaves), top, needs_rng,
+                                 pass_training)
+
+  def _require_initialized(self) -> HaikuSpec:
+    spec = getattr(self, "_haiku_spec", None)
+    if spec is None:
+      raise ValueError(
+          f"`{self!r}` has no parameters yet (it was built lazily).\nFix: call "
+          "it once inside `pax.purecall(module, x)` to create them, or build "
+          "it eagerly with `pax.from_haiku(f)(sample_x)`.")
+    return spec
+
+  def haiku_dicts(self) -> Tuple[Dict[str, Dict[str, Any]],
+                                 Dict[str, Dict[str, Any]]]:
+    """This module's own `(params, state)` under its Haiku function's names."""
+    spec = self._require_initialized()
+    params: Dict[str, Dict[str, Any]] = {}
+    state: Dict[str, Dict[str, Any]] = {}
+    d = self.__dict__
+    for attr, bundle, name, role in spec.leaves:
+      out = params if role == haiku_naming.PARAMS else state
+      out.setdefault(bundle, {})[name] = d[attr]
+    return params, state
+
+  def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    spec = getattr(self, "_haiku_spec", None)
+    if spec is None:
+      return self._lazy_init_and_call(args, kwargs)
+    params, state = self.haiku_dicts()
+    rng = None
+    updates = {}
+    if spec.needs_rng:
+      next_key, rng = jax.random.split(self.__dict__[RNG_NAME])
+      updates[RNG_NAME] = next_key
+    if spec.pass_training and "is_training" not in kwargs:
+      kwargs["is_training"] = self.training
+    try:
+      out, new_state = _transformed(spec.fn).apply(params, state, rng, *args,
+                                                   **kwargs)
+    except hk_base.MissingRNGError as e:
+      raise ValueError(
+          f"The Haiku function of `{self!r}` asked for an RNG key "
+          "(`hk.next_rng_key()`) that it did not ask for at init, so pax "
+          "holds none for it.\nFix: build it with "
+          "`pax.from_haiku(f, needs_rng=True)(x)`.") from e
+    if self.training:
+      d = self.__dict__
+      for attr, bundle, name, role in spec.leaves:
+        if role == haiku_naming.STATE:
+          new = new_state[bundle][name]
+          if new is not d[attr]:
+            updates[attr] = new
+    if updates:
+      if not context.is_mutable(self):
+        raise ValueError(
+            f"Calling `{self!r}` updates its state (RNG key or Haiku state) "
+            "but the module is immutable here.\nFix: `module, y = "
+            "pax.purecall(module, x)` (or call it inside a `pax.pure` "
+            "function), or call `module.eval()` for inference.")
+      for attr, value in updates.items():
+        setattr(self, attr, value)
+    return out
+
+  def _lazy_init_and_call(self, args, kwargs):
+    if not context.is_mutable(self):
+      self._require_initialized()
+    lazy = self._haiku_lazy
+    self._init_haiku(lazy["fn"], args, dict(kwargs), lazy["rng_key"])
+    del self._haiku_lazy
+    return self(*args, **kwargs)
+
+  def _pax_scope_name(self) -> str:
+    spec = getattr(self, "_haiku_spec", None)
+    if spec is not None and spec.top is not None:
+      return spec.top
+    if self._name:
+      return self._name
+    fn = spec.fn if spec is not None else self._haiku_lazy["fn"]
+    return _snake(getattr(fn, "__name__", "haiku_fn"))
+
+  def _pax_leaf_key(self, field: str, path: str,
+                    is_root: bool) -> Tuple[str, str, str]:
+    spec = self._require_initialized()
+    if field == RNG_NAME:
+      bundle = "~" if is_root else path
+      return bundle, RNG_NAME, haiku_naming.STATE
+    for attr, bundle, name, role in spec.leaves:
+      if attr == field:
+        break
+    else:
+      raise ValueError(
+          f"`{self!r}` has an array attribute `{field}` that its Haiku "
+          "function does not create; Haiku-backed modules hold only their "
+          "Haiku params and state.\nFix: store extra arrays in a parent "
+          "pax.Module.")
+    if is_root:
+      return bundle, name, role
+    if spec.top is not None:
+      return path + bundle[len(spec.top):], name, role
+    return (path if bundle == "~" else f"{path}/~/{bundle}"), name, role
+
+  def _repr_info(self) -> Dict[str, Any]:
+    spec = getattr(self, "_haiku_spec", None)
+    fn = spec.fn if spec else getattr(self, "_haiku_lazy", {}).get("fn")
+    return {"fn": getattr(fn, "__name__", repr(fn))}
+
+
+def _snake(name: str) -> str:
+  from haiku._src import utils as hk_utils  # pylint: disable=g-import-not-at-top
+  name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+  name = hk_utils.camel_to_snake(name).strip("_") or "haiku_fn"
+  return name if name[0].isalpha() else "fn_" + name
+
+
+def _check_rng_key(rng_key: Any) -> None:
+  if not (isinstance(rng_key, jax.Array) and (
+      jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) or
+      (rng_key.dtype == jnp.uint32 and rng_key.shape[-1:] == (2,)))):
+    raise TypeError(
+        f"rng_key must be a JAX PRNG key, got {type(rng_key).__name__} "
+        f"{getattr(rng_key, 'shape', '')}.\nFix: "
+        "`rng_key=jax.random.PRNGKey(0)` (or leave it out to use "
+        "`pax.next_rng_key()`).")
+
+
+def _needs_rng(transformed, params, state, args, kwargs) -> bool:
+  try:
+    # Inputs are closed over: they may hold Python flags like is_training.
+    jax.eval_shape(lambda p, s: transformed.apply(p, s, None, *args, **kwargs),
+                   params, state)
+  except hk_base.MissingRNGError:
+    return True
+  return False
+
+
+class _FromHaiku(HaikuModule):
+  """`pax.from_haiku` result; its repr shows the Haiku function."""
+
+  def __init__(self, fn, args, kwargs, rng_key, name, lazy, needs_rng):
+    super().__init__(name=name)
+    if lazy:
+      self._haiku_lazy = {"fn": fn, "rng_key": rng_key}
+      self._haiku_spec = None
+      return
+    self._init_haiku(fn, args, kwargs, rng_key)
+    if needs_rng and not self._haiku_spec.needs_rng:
+      key = rng_key if rng_key is not None else context.next_rng_key()
+      setattr(self, RNG_NAME, jax.random.fold_in(key, 1))
+      self._haiku_spec = dataclasses.replace(self._haiku_spec, needs_rng=True)
+
+
+_FromHaiku.__name__ = _FromHaiku.__qualname__ = "HaikuModule"
+
+
+class HaikuBuilder:
+  """Returned by `pax.from_haiku(f)`: call it on sample inputs to build."""
+
+  def __init__(self, fn: Callable[..., Any], name: Optional[str],
+               needs_rng: bool):
+    self.fn = fn
+    self.name = name
+    self.needs_rng = needs_rng
+
+  def __call__(self, *sample_args: Any, rng_key: Optional[jax.Array] = None,
+               **sample_kwargs: Any) -> HaikuModule:
+    """Builds the module, creating params/state by `init` on the samples."""
+    return _FromHaiku(self.fn, sample_args, sample_kwargs, rng_key, self.name,
+                      False, self.needs_rng)
+
+  def lazy(self, rng_key: Optional[jax.Array] = None) -> HaikuModule:
+    """A module whose params are created on its first call (inside pure).
+
+    >>> lazy = pax.from_haiku(hk.Linear, 3).lazy()
+    >>> net, y = pax.purecall(lazy, jnp.ones((2, 5)))
+    >>> net.params["linear"]["w"].shape
+    (5, 3)
+    """
+    return _FromHaiku(self.fn, (), {}, rng_key, self.name, True,
+                      self.needs_rng)
+
+
+def from_haiku(f: Any, *ctor_args: Any, name: Optional[str] = None,
+               needs_rng: bool = False, **ctor_kwargs: Any) -> HaikuBuilder:
+  """Wraps Haiku code as a pax module.
+
+  >>> def f(x):
+  ...     return hk.nets.MLP([8, 2])(x)
+  >>> net = pax.from_haiku(f)(jnp.ones((1, 4)), rng_key=jax.random.PRNGKey(0))
+  >>> sorted(net.params)
+  ['mlp/~/linear_0', 'mlp/~/linear_1']
+  >>> net(jnp.ones((3, 4))).shape
+  (3, 2)
+
+  Args:
+    f: a Haiku function, an `hk.Transformed` / `hk.TransformedWithState`, or
+      an `hk.Module` class (its constructor arguments follow it:
+      `pax.from_haiku(hk.Linear, 3)`).
+    *ctor_args: constructor arguments when `f` is an `hk.Module` class.
+    name: the module's scope name when nested in another module.
+    needs_rng: hold an RNG key even if `init` does not reveal the need.
+    **ctor_kwargs: constructor keyword arguments for an `hk.Module` class.
+
+  Returns:
+    A builder: `builder(*sample_args, rng_key=None, **sample_kwargs)` runs
+    `init` and returns the module; `builder.lazy()` defers `init` to the
+    first call.
+  """
+  if isinstance(f, (hk.Transformed, hk.TransformedWithState)):
+    if ctor_args or ctor_kwargs:
+      raise TypeError("Constructor arguments are only for hk.Module classes.")
+    fn = hk_transform.get_original_fn(f)
+  elif isinstance(f, type) and issubclass(f, hk.Module):
+    fn = HaikuModuleCall(f, *ctor_args, **ctor_kwargs)
+  elif isinstance(f, hk.Module):
+    raise TypeError(
+        "pax.from_haiku got an hk.Module instance; Haiku modules can only be "
+        "created inside a transform.\nFix: pass the class and its arguments, "
+        f"`pax.from_haiku({type(f).__name__}, ...)`, or a function that "
+        "creates and calls it.")
+  elif callable(f):
+    if ctor_args or ctor_kwargs:
+      raise TypeError(
+          "Constructor arguments are only for hk.Module classes; pass sample "
+          "inputs to the builder instead: `pax.from_haiku(f)(x)`.")
+    fn = f
+  else:
+    raise TypeError(
+        f"pax.from_haiku expects a Haiku function, transform or hk.Module "
+        f"class, got {type(f).__name__}.")
+  return HaikuBuilder(fn, name, needs_rng)
+
+
+# ----------------------------------------------------------------------------
+# pax -> Haiku.
+# ----------------------------------------------------------------------------
+
+
+class _BundleScope:
+  """Stands in for an `hk.Module` so get_parameter/get_state use `name`."""
+
+  def __init__(self, name: str):
+    self.module_name = name
+    self._creation_frame_id = hk_base.current_frame().frame_id
+
+
+@contextlib.contextmanager
+def _in_bundle(name: str) -> Iterator[None]:
+  frame = hk_base.current_frame()
+  with frame.module(hk_base.ModuleState(_BundleScope(name), "__call__")):
+    yield
+
+
+def _const(value: Any) -> Callable[[Any, Any], Any]:
+  return lambda shape, dtype: value
+
+
+def haiku_call(module: module_lib.Module, *args: Any, **kwargs: Any) -> Any:
+  """Calls a pax module inside a Haiku transform, through Haiku's params/state.
+
+  Every leaf is read with `hk.get_parameter`/`hk.get_state` under its Haiku
+  name (prefixed by the current Haiku module scope), initialised to the
+  module's current value; changed state is written with `hk.set_state`.
+
+  >>> net = pax.Linear(2, 3)
+  >>> def f(x):
+  ...     return pax.haiku_call(net, x) * 2
+  >>> params, state = hk.transform_with_state(f).init(None, jnp.ones((1, 2)))
+  >>> params["linear"]["w"] is net.weight
+  True
+  """
+  module_lib._require_module("pax.haiku_call", module)
+  if not hk_base.inside_transform():
+    raise ValueError("pax.haiku_call must run inside a Haiku transform.\n"
+                     "Fix: use `pax.to_haiku(module)` to get one.")
+  leaves, treedef = jax.tree_util.tree_flatten(module)
+  info = haiku_naming.tree_info(treedef, leaves)
+  current = hk.experimental.current_name()
+  fetched = []
+  for leaf, spec in zip(leaves, info.specs):
+    bundle = spec.bundle
+    if current != "~":
+      bundle = current if bundle == "~" else f"{current}/~/{bundle}"
+    get = (hk.get_parameter if spec.role == haiku_naming.PARAMS
+           else hk.get_state)
+    with _in_bundle(bundle):
+      fetched.append(get(spec.name, jnp.shape(leaf), jnp.result_type(leaf),
+                         init=_const(leaf)))
+  new_module, out = pure_lib.purecall(treedef.unflatten(fetched), *args,
+                                      **kwargs)
+  new_leaves, new_treedef = jax.tree_util.tree_flatten(new_module)
+  if new_treedef != treedef:
+    raise ValueError(
+        "The module changed its structure when called inside a Haiku "
+        "transform (e.g. a lazy module creating parameters).\nFix: "
+        "initialise it first: `module, _ = pax.purecall(module, x)`.")
+  for old, new, spec in zip(fetched, new_leaves, info.specs):
+    if spec.role == haiku_naming.STATE and new is not old:
+      bundle = spec.bundle
+      if current != "~":
+        bundle = current if bundle == "~" else f"{current}/~/{bundle}"
+      with _in_bundle(bundle):
+        hk.set_state(spec.name, new)
+  return out
+
+
+def to_haiku(module: module_lib.Module) -> hk.TransformedWithState:
+  """Returns `hk.transform_with_state` of calling `module`.
+
+  `init(rng, *args)` returns exactly `(module.params, module.state)`;
+  `apply(params, state, rng, *args)` returns `(module(*args), new_state)`
+  (state advances as `pax.purecall(module, *args)` would advance it).
+
+  >>> net = pax.Linear(2, 3)
+  >>> f = pax.to_haiku(net)
+  >>> params, state = f.init(None, jnp.ones((1, 2)))
+  >>> y, _ = f.apply(params, state, None, jnp.ones((1, 2)))
+  >>> bool((y == net(jnp.ones((1, 2)))).all())
+  True
+  """
+  module_lib._require_module("pax.to_haiku", module)
+  if not callable(module):
+    raise TypeError(f"pax.to_haiku: `{module!r}` defines no `__call__`.")
+
+  def forward(*args, **kwargs):
+    return haiku_call(module, *args, **kwargs)
+
+  forward.__name__ = haiku_naming.scope_name(module)
+  return hk.transform_with_state(forward)

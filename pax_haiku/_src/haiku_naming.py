@@ -1,0 +1,237 @@
+"""Where each leaf of a module tree lives in Haiku's `{module_path: {name: x}}`.
+
+Naming follows Haiku's own rules, as if every pax module were an `hk.Module`
+created inside its parent: a module's scope is its `name` or its class name in
+snake case (`Linear` -> `linear`), a child's scope is `parent/~/child`, and
+repeated names in one scope get Haiku's `_1`, `_2` suffixes in attribute order.
+A module built from Haiku code (`pax.from_haiku`, the Haiku-backed layers)
+keeps the names its Haiku code creates; nested in a parent it is re-rooted
+under the parent's scope. The result for one tree structure is computed once
+and cached by treedef, so the hot paths (`parameters()`,
+`update_parameters()`, `to_haiku`) only flatten and zip.
+"""
+
+import collections
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+
+import jax
+from haiku._src import utils as hk_utils
+
+from pax_haiku._src import module as module_lib
+
+PARAMS = "params"
+STATE = "state"
+
+
+class LeafSpec(NamedTuple):
+  bundle: str  # Haiku module path, e.g. "sequential/~/linear".
+  name: str  # Name inside the bundle, e.g. "w".
+  role: str  # PARAMS or STATE.
+  trainable: bool  # Returned by `parameters()`.
+
+
+class TreeInfo(NamedTuple):
+  specs: Tuple[LeafSpec, ...]
+  trainable: Tuple[bool, ...]
+  params_treedef: Any  # treedef of `module.parameters()`.
+  all_trainable: bool  # Then `parameters()` is the module itself.
+
+
+_CACHE: "collections.OrderedDict[Any, TreeInfo]" = collections.OrderedDict()
+_CACHE_SIZE = 512
+
+
+def scope_name(module: Any) -> str:
+  """The scope name a module claims inside its parent (before dedup)."""
+  custom = getattr(module, "_pax_scope_name", None)
+  if custom is not None:
+    return custom()
+  if module._name:
+    return module._name
+  return hk_utils.camel_to_snake(module_lib.module_class(module).__name__)
+
+
+class _Scope:
+  """Haiku-style unique names inside one module scope."""
+
+  def __init__(self):
+    self.used = set()
+    self.counters = collections.Counter()
+
+  def claim(self, base: str) -> str:
+    name = base
+    while name in self.used:
+      self.counters[base] += 1
+      name = f"{base}_{self.counters[base]}"
+    self.used.add(name)
+    return name
+
+
+def _key_suffix(path: Tuple[Any, ...]) -> str:
+  parts = []
+  for k in path:
+    for attr in ("idx", "key", "name"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "".join("_" + p for p in parts)
+
+
+def _walk(module: Any, path: str, specs: List[Optional[LeafSpec]],
+          trainable_ok: bool, is_root: bool) -> None:
+  cls = type(module)
+  frozen = module._frozen
+  own_trainable = trainable_ok and not frozen
+  sub_trainable = own_trainable and cls._pax_param_submodules
+  leaf_key = getattr(module, "_pax_leaf_key", None)
+  scope = _Scope()
+  for field in cls._pax_data_fields:
+    flat, _ = jax.tree_util.tree_flatten_with_path(
+        getattr(module, field), is_leaf=module_lib.is_module)
+    for keypath, leaf in flat:
+      if isinstance(leaf, module_lib.Module):
+        child = scope.claim(scope_name(leaf))
+        _walk(leaf, f"{path}/~/{child}", specs, sub_trainable, False)
+        continue
+      if leaf_key is not None:
+        bundle, name, role = leaf_key(field, path, is_root)
+      else:
+        bundle, name = path, field + _key_suffix(keypath)
+        role = PARAMS if field in cls._pax_trainable else STATE
+      specs[leaf] = LeafSpec(bundle, name, role,
+                             role == PARAMS and own_trainable and
+                             (leaf_key is not None or
+                              field in cls._pax_trainable))
+
+
+def tree_info(treedef: Any, leaves: List[Any]) -> TreeInfo:
+  """Naming and trainability of every leaf, cached by treedef."""
+  info = _CACHE.get(treedef)
+  if info is not None:
+    return info
+  n = len(leaves)
+  index_module = treedef.unflatten(list(range(n)))
+  specs: List[Optional[LeafSpec]] = [None] * n
+  for root in _roots(index_module):
+    _walk(root, scope_name(root), specs, True, True)
+  seen: Dict[Tuple[str, str], int] = {}
+  for i, spec in enumerate(specs):
+    if spec is None:
+      raise TypeError(
+          "pax found a leaf outside any module attribute; pass modules (or "
+          "containers of modules) to pax functions.")
+    key = (spec.bundle, spec.name)
+    if key in seen:
+      raise ValueError(
+          f"Two leaves of the module tree map to the same Haiku name "
+          f"`{spec.bundle}/{spec.name}`.\nFix: give one of the modules a "
+          "distinct `name=`.")
+    seen[key] = i
+  trainable = tuple(s.trainable for s in specs)
+  params_treedef = jax.tree_util.tree_structure(
+      treedef.unflatten([0 if t else None for t in trainable]))
+  info = TreeInfo(tuple(specs), trainable, params_treedef, all(trainable))
+  _CACHE[treedef] = info
+  if len(_CACHE) > _CACHE_SIZE:
+    _CACHE.popitem(last=False)
+  return info
+
+
+def _roots(tree: Any) -> List[Any]:
+  roots = [x for x in jax.tree_util.tree_leaves(tree, is_leaf=module_lib.is_module)
+           if isinstance(x, module_lib.Module)]
+  if len(roots) > 1:
+    raise TypeError("Expected a single pax module.")
+  return roots
+
+
+def haiku_dicts(module: Any) -> Tuple[Dict[str, Dict[str, Any]],
+                                      Dict[str, Dict[str, Any]]]:
+  """`(params, state)` of `module` as Haiku two-level dicts."""
+  leaves, treedef = jax.tree_util.tree_flatten(module)
+  info = tree_info(treedef, leaves)
+  params: Dict[str, Dict[str, Any]] = {}
+  state: Dict[str, Dict[str, Any]] = {}
+  for leaf, spec in zip(leaves, info.specs):
+    out = params if spec.role == PARAMS else state
+    out.setdefault(spec.bundle, {})[spec.name] = leaf
+  return params, state
+
+
+def update_from_haiku(module: Any, mapping: Mapping[str, Mapping[str, Any]],
+                      role: str) -> Any:
+  """Returns `module` with its `role` leaves taken from a Haiku mapping.
+
+  The mapping must hold exactly the module's `role` entries, with the same
+  shapes; otherwise the error names the first differing path.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(module)
+  info = tree_info(treedef, leaves)
+  expected = {(s.bundle, s.name): i for i, s in enumerate(info.specs)
+              if s.role == role}
+  what = "params" if role == PARAMS else "state"
+  given = {}
+  for bundle in mapping:
+    inner = mapping[bundle]
+    if not hasattr(inner, "keys"):
+      raise TypeError(
+          f"{what}[{bundle!r}] should be a mapping name -> array, got "
+          f"{type(inner).__name__}. Haiku {what} are two-level: "
+          "{module_path: {name: array}}.")
+    for name in inner:
+      given[(bundle, name)] = inner[name]
+  for key in sorted(expected):
+    if key not in given:
+      raise ValueError(
+          f"The Haiku {what} mapping has no entry {what}[{key[0]!r}][{key[1]!r}] "
+          f"that the module needs (module {what} are: {_keys(expected)}).\n"
+          f"Fix: pass a mapping with the same keys as `module.{what}`.")
+  for key in given:
+    if key not in expected:
+      raise ValueError(
+          f"The Haiku {what} mapping has an entry {what}[{key[0]!r}][{key[1]!r}] "
+          f"that the module does not have (module {what} are: "
+          f"{_keys(expected)}).\nFix: pass a mapping with the same keys as "
+          f"`module.{what}`.")
+  new = list(leaves)
+  for key, i in expected.items():
+    value = given[key]
+    old_shape = getattr(leaves[i], "shape", None)
+    shape = getattr(value, "shape", None)
+    if shape is not None and old_shape is not None and tuple(shape) != tuple(old_shape):
+      raise ValueError(
+          f"{what}[{key[0]!r}][{key[1]!r}] has shape {tuple(shape)} but the "
+          f"module expects {tuple(old_shape)}.\nFix: load weights of the "
+          "same architecture (check layer sizes).")
+    new[i] = value
+  return treedef.unflatten(new)
+
+
+def _keys(expected: Mapping[Tuple[str, str], int]) -> str:
+  items = sorted(f"{b}/{n}" for b, n in expected)
+  if len(items) > 6:
+    items = items[:6] + ["..."]
+  return ", ".join(items)
+
+
+def first_difference(a: Any, b: Any) -> str:
+  """Describes the first path where the pytrees `a` and `b` differ."""
+  a_flat = jax.tree_util.tree_flatten_with_path(a, is_leaf=lambda x: x is None)[0]
+  b_flat = jax.tree_util.tree_flatten_with_path(b, is_leaf=lambda x: x is None)[0]
+  for (pa, la), (pb, lb) in zip(a_flat, b_flat):
+    if pa != pb:
+      return (f"first difference at `{jax.tree_util.keystr(pa)}` vs "
+              f"`{jax.tree_util.keystr(pb)}`")
+    if (la is None) != (lb is None):
+      return (f"at `{jax.tree_util.keystr(pa)}` one side is None "
+              "(not trainable) and the other is not")
+  if len(a_flat) != len(b_flat):
+    longer, paths = ("first", a_flat) if len(a_flat) > len(b_flat) else (
+        "second", b_flat)
+    extra = paths[min(len(a_flat), len(b_flat))][0]
+    return (f"the {longer} tree has an extra leaf at "
+            f"`{jax.tree_util.keystr(extra)}`")
+  ta, tb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
+  return f"static fields or node types differ:\n  {ta}\nvs\n  {tb}"

@@ -1,0 +1,1 @@
+"""Haiku-backed layers with PAX signatures."""

@@ -1,0 +1,3 @@
+"""`pax.utils`: training utilities (filled by the utilities module)."""
+
+__all__ = ()
