@@ -216,9 +216,10 @@ class HaikuModule(module_lib.Module):
   def _lazy_init_and_call(self, args, kwargs):
     if not context.is_mutable(self):
       self._require_initialized()
-    lazy = self._haiku_lazy
-    self._init_haiku(lazy["fn"], args, dict(kwargs), lazy["rng_key"])
-    del self._haiku_lazy
+    self._init_haiku(self._haiku_lazy_fn, args, dict(kwargs),
+                     self._haiku_lazy_key)
+    del self._haiku_lazy_fn
+    del self._haiku_lazy_key
     return self(*args, **kwargs)
 
   def _pax_scope_name(self) -> str:
@@ -227,7 +228,7 @@ class HaikuModule(module_lib.Module):
       return spec.top
     if self._name:
       return self._name
-    fn = spec.fn if spec is not None else self._haiku_lazy["fn"]
+    fn = spec.fn if spec is not None else self._haiku_lazy_fn
     return _snake(getattr(fn, "__name__", "haiku_fn"))
 
   def _pax_leaf_key(self, field: str, path: str,
@@ -253,7 +254,7 @@ class HaikuModule(module_lib.Module):
 
   def _repr_info(self) -> Dict[str, Any]:
     spec = getattr(self, "_haiku_spec", None)
-    fn = spec.fn if spec else getattr(self, "_haiku_lazy", {}).get("fn")
+    fn = spec.fn if spec else getattr(self, "_haiku_lazy_fn", None)
     return {"fn": getattr(fn, "__name__", repr(fn))}
 
 
@@ -291,7 +292,8 @@ class _FromHaiku(HaikuModule):
   def __init__(self, fn, args, kwargs, rng_key, name, lazy, needs_rng):
     super().__init__(name=name)
     if lazy:
-      self._haiku_lazy = {"fn": fn, "rng_key": rng_key}
+      self._haiku_lazy_fn = fn
+      self._haiku_lazy_key = rng_key
       self._haiku_spec = None
       return
     self._init_haiku(fn, args, kwargs, rng_key)

@@ -112,8 +112,11 @@ def _layout_class(base: type, data: Tuple[str, ...], meta: Tuple[str, ...],
         "_pax_static_fields": tuple(n for n, _ in static),
     })
     cls = type(base.__name__, (base,), namespace)
+    # JAX compares dataclass treedefs by fields, not by type: the layout class
+    # itself is a meta field so that different layouts never compare equal.
+    cls._pax_layout = cls
     jax.tree_util.register_dataclass(cls, data_fields=list(data),
-                                     meta_fields=list(meta))
+                                     meta_fields=["_pax_layout", *meta])
     _LAYOUTS[key] = cls
   return cls
 
@@ -123,6 +126,7 @@ def field_values(module: "Module") -> Dict[str, Any]:
   cls = type(module)
   out = {n: getattr(cls, n) for n in cls._pax_static_fields}
   out.update(module.__dict__)
+  out.pop("_pax_layout", None)
   return out
 
 
@@ -147,6 +151,7 @@ def _finalize(module: "Module", drop: Optional[str] = None) -> None:
   for name, _ in static:
     d.pop(name, None)
   d.pop(drop, None)
+  d.pop("_pax_layout", None)
   base = type(module)._pax_base
   object.__setattr__(module, "__class__",
                      _layout_class(base, tuple(data), tuple(meta),
@@ -316,6 +321,9 @@ class Module(types.SimpleNamespace):
     a_leaves, a_def = jax.tree_util.tree_flatten(self)
     b_leaves, b_def = jax.tree_util.tree_flatten(other)
     return a_def == b_def and all(a is b for a, b in zip(a_leaves, b_leaves))
+
+  def __ne__(self, other: Any) -> bool:
+    return not self.__eq__(other)
 
   def __hash__(self) -> int:
     leaves, treedef = jax.tree_util.tree_flatten(self)

@@ -8,6 +8,7 @@ file is written, flushed to disk and renamed over the target.
 
 import os
 import tempfile
+import zipfile
 from typing import Any, Dict, Mapping, Tuple
 
 import jax
@@ -49,7 +50,7 @@ def load_haiku(path: str) -> Tuple[HaikuDict, HaikuDict]:
   try:
     data = np.load(path, allow_pickle=False)
     items = {k: data[k] for k in data.files}
-  except (OSError, ValueError, EOFError) as e:
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
     raise ValueError(f"Cannot read checkpoint {path!r}: {e}. The file is "
                      "missing, truncated or not a pax/Haiku .npz file.") from e
   for key, value in items.items():

@@ -1,0 +1,91 @@
+"""Core speed: pytree flatten+unflatten and parameters()/update_parameters().
+
+Model: a 48-layer width-64 MLP built from `pax.Linear` (in `pax.Sequential`),
+against the same model's plain Haiku params dict. Rounds are interleaved and
+medians reported, so load on the shared machine hits both sides alike.
+
+Run (repo root): python3 -m tools.bench.core_bench [--rounds 15] [--json f]
+Targets (issue 2): flatten+unflatten <= 1.5x the dict; parameters() +
+update_parameters() <= 0.1 ms.
+"""
+
+import json
+import statistics
+import sys
+import timeit
+
+from absl import app
+from absl import flags
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+import pax_haiku as pax
+
+_ROUNDS = flags.DEFINE_integer("rounds", 15, "Interleaved timing rounds.")
+_JSON = flags.DEFINE_string("json", None, "Also write results to this file.")
+
+DEPTH, WIDTH = 48, 64
+
+
+def build():
+  pax.seed_rng_key(0)
+  net = pax.Sequential(*[pax.Linear(WIDTH, WIDTH) for _ in range(DEPTH)])
+  f = hk.transform(lambda x: hk.nets.MLP([WIDTH] * DEPTH)(x))
+  params = f.init(jax.random.PRNGKey(0), jnp.ones((1, WIDTH)))
+  return net, params
+
+
+def per_call_us(fn, number):
+  return timeit.timeit(fn, number=number) / number * 1e6
+
+
+def round_trip(tree):
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  return treedef.unflatten(leaves)
+
+
+def measure(rounds):
+  net, params = build()
+  grads = jax.tree_util.tree_map(jnp.ones_like, net.parameters())
+  cases = {
+      "haiku_dict_flatten_unflatten": lambda: round_trip(params),
+      "pax_flatten_unflatten": lambda: round_trip(net),
+      "pax_parameters_plus_update": lambda: net.update_parameters(
+          net.parameters()),
+      "pax_parameters_plus_update_new_leaves": lambda: (
+          net.parameters(), net.update_parameters(grads)),
+  }
+  for fn in cases.values():  # Warm caches.
+    fn()
+  samples = {k: [] for k in cases}
+  for _ in range(rounds):
+    for name, fn in cases.items():
+      samples[name].append(per_call_us(fn, 500))
+  med = {k: statistics.median(v) for k, v in samples.items()}
+  med["flatten_ratio_vs_haiku_dict"] = (
+      med["pax_flatten_unflatten"] / med["haiku_dict_flatten_unflatten"])
+  return med
+
+
+def main(argv):
+  del argv
+  res = measure(_ROUNDS.value)
+  print(f"48-layer width-64 MLP, medians of {_ROUNDS.value} interleaved rounds "
+        f"(jax {jax.__version__}):")
+  for k, v in res.items():
+    unit = "x" if "ratio" in k else "us"
+    print(f"  {k:42s} {v:8.2f} {unit}")
+  ok_flat = res["flatten_ratio_vs_haiku_dict"] <= 1.5
+  ok_params = res["pax_parameters_plus_update_new_leaves"] <= 100.0
+  print(f"target flatten+unflatten <= 1.5x: {'met' if ok_flat else 'MISSED'}")
+  print(f"target parameters()+update_parameters() <= 100 us: "
+        f"{'met' if ok_params else 'MISSED'}")
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump(res, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(app.run(main))
