@@ -27,6 +27,8 @@ from pax_haiku._src.nn.lambda_module import Identity
 from pax_haiku._src.nn.lambda_module import Lambda
 from pax_haiku._src.nn.linear import Linear
 from pax_haiku._src.nn.sequential import Sequential
+from pax_haiku._src.optim import from_optax
+from pax_haiku._src.optim import Optimizer
 from pax_haiku._src.pure import module_and_value
 from pax_haiku._src.pure import pure
 from pax_haiku._src.pure import purecall
@@ -34,15 +36,22 @@ from pax_haiku._src.serialization import load
 from pax_haiku._src.serialization import load_haiku
 from pax_haiku._src.serialization import save
 from pax_haiku._src.serialization import save_haiku
+from pax_haiku._src.transforms import grad
+from pax_haiku._src.transforms import scan
+from pax_haiku._src.transforms import value_and_grad
+from pax_haiku._src.update import build_update_fn
 
 __version__ = "0.1.0"
 
 __all__ = (
     "assert_structure_equal",
+    "build_update_fn",
     "enable_eval_mode",
     "enable_train_mode",
     "freeze_parameters",
     "from_haiku",
+    "from_optax",
+    "grad",
     "haiku_call",
     "HaikuModule",
     "Identity",
@@ -54,11 +63,13 @@ __all__ = (
     "module_and_value",
     "module_class",
     "next_rng_key",
+    "Optimizer",
     "parameters_method",
     "pure",
     "purecall",
     "save",
     "save_haiku",
+    "scan",
     "seed_rng_key",
     "select_parameters",
     "Sequential",
@@ -66,4 +77,5 @@ __all__ = (
     "unfreeze_parameters",
     "update_parameters",
     "utils",
+    "value_and_grad",
 )

@@ -1,0 +1,360 @@
+"""`pax.grad`, `pax.value_and_grad` and `pax.scan`.
+
+`grad`/`value_and_grad` differentiate a function of a module with respect to
+the module's trainable parameters only: the function is rewritten as
+`f(params, module, *args) = fun(module.update_parameters(params), *args)` and
+differentiated at `params = module.parameters()`, so the gradients are a copy
+of the module (non-trainable leaves are `None`) that fits
+`module.update_parameters` and the optimizers of `pax.from_optax`.
+
+Inputs are checked (with chex where it helps) and a bad input is a
+`TypeError`/`ValueError` that says what is wrong, why, and how to fix it.
+"""
+
+import functools
+from typing import Any, Callable, Optional, Sequence, Tuple, Type, TypeVar
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from pax_haiku._src import module as module_lib
+
+C = TypeVar("C")
+
+# Keyword arguments of `jax.grad` that make sense for pax (`argnums` does not:
+# only the first argument's trainable parameters are differentiated).
+_JAX_GRAD_KWARGS = ("holomorphic", "allow_int", "reduce_axes")
+
+
+# ----------------------------------------------------------------------------
+# Checks shared with `optim` and `update`.
+# ----------------------------------------------------------------------------
+
+
+def chex_check(assertion: Callable[..., None], *args: Any,
+               error: Type[Exception], message: str, **kwargs: Any) -> None:
+  """Runs a chex assertion; raises `error(message)` if it fails.
+
+  The chex failure is kept as the exception's `__cause__`. Like every chex
+  assertion, the check is skipped under `chex.disable_asserts()`.
+  """
+  try:
+    assertion(*args, **kwargs)
+  except AssertionError as e:
+    raise error(message) from e
+
+
+def fn_name(fn: Any) -> str:
+  return getattr(fn, "__qualname__", None) or getattr(
+      fn, "__name__", None) or type(fn).__name__
+
+
+def require_module(value: Any, api: str, what: str = "first argument",
+                   example: str = "grad_fn(model, x, y)") -> None:
+  """TypeError unless `value` is a pax module."""
+  if isinstance(value, module_lib.Module):
+    return
+  hint = ""
+  if isinstance(value, dict):
+    hint = (" It looks like a Haiku params dict; pax differentiates modules, "
+            "not raw params.")
+  elif isinstance(value, (tuple, list)) and any(
+      isinstance(v, module_lib.Module) for v in value):
+    hint = (" It is a tuple/list that contains modules; pass the model "
+            "itself as the first argument.")
+  raise TypeError(
+      f"{api}: the {what} must be a pax.Module (its trainable parameters "
+      f"are what gets differentiated), got {type(value).__name__}.{hint}\n"
+      f"Fix: put the model first, e.g. `{example}`; wrap Haiku code with "
+      "`model = pax.from_haiku(f)(sample_x)`.")
+
+
+def describe(value: Any) -> str:
+  if hasattr(value, "shape") and hasattr(value, "dtype"):
+    return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+  if isinstance(value, module_lib.Module):
+    return f"a module ({module_lib.module_class(value).__name__})"
+  if isinstance(value, (tuple, list)):
+    return f"a {type(value).__name__} of length {len(value)}"
+  return f"a {type(value).__name__}"
+
+
+def check_loss(loss: Any, api: str, fun: Any, has_aux: bool,
+               holomorphic: bool = False) -> None:
+  """TypeError unless `loss` is a scalar float (complex if holomorphic)."""
+  name = fn_name(fun)
+  if isinstance(loss, (tuple, list)) and not has_aux:
+    raise TypeError(
+        f"{api}: `{name}` returned {describe(loss)}, but without "
+        "`has_aux=True` it must return only the scalar loss.\nLikely cause: "
+        "the function also returns auxiliary values.\nFix: pass "
+        f"`has_aux=True`, e.g. `{api}({name}, has_aux=True)`, and return "
+        "`loss, aux`.")
+  if not (hasattr(loss, "shape") and hasattr(loss, "dtype")):
+    if isinstance(loss, float) or (holomorphic and isinstance(loss, complex)):
+      return
+    raise TypeError(
+        f"{api}: the loss returned by `{name}` must be a scalar float array, "
+        f"got {describe(loss)}.\nFix: return e.g. "
+        "`jnp.mean(jnp.square(y - model(x)))`.")
+  chex_check(
+      chex.assert_shape, loss, (), error=TypeError,
+      message=(f"{api}: the loss returned by `{name}` must be a scalar "
+               f"(shape ()), got shape {tuple(loss.shape)}.\nLikely cause: a "
+               "per-example loss that was not reduced.\nFix: reduce it, e.g. "
+               "`loss = jnp.mean(jnp.square(y - y_hat))`."))
+  if holomorphic:
+    if not jnp.issubdtype(loss.dtype, jnp.complexfloating):
+      raise TypeError(
+          f"{api}: with `holomorphic=True` the output of `{name}` must be "
+          f"complex, got {loss.dtype}.\nFix: drop `holomorphic=True` for a "
+          "real-valued loss.")
+    return
+  chex_check(
+      chex.assert_type, loss, float, error=TypeError,
+      message=(f"{api}: the loss returned by `{name}` must have a floating "
+               f"point dtype, got {loss.dtype}.\nLikely cause: a loss "
+               "computed from integer arrays (labels, counts).\nFix: compute "
+               "it in float, e.g. "
+               "`loss = jnp.mean(errors.astype(jnp.float32))`."))
+
+
+def _check_output(out: Any, api: str, fun: Any, has_aux: bool,
+                  holomorphic: bool) -> None:
+  if has_aux:
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+      name = fn_name(fun)
+      raise TypeError(
+          f"{api}: with `has_aux=True`, `{name}` must return a pair "
+          f"`(loss, aux)`, got {describe(out)}.\nFix: `return loss, aux` "
+          "(e.g. `return loss, (loss, model)` to also hand back the updated "
+          "model), or drop `has_aux=True` if there is no auxiliary output.")
+    loss = out[0]
+  else:
+    loss = out
+  check_loss(loss, api, fun, has_aux, holomorphic)
+
+
+def _check_jax_kwargs(api: str, args: Sequence[Any],
+                      kwargs: dict) -> None:
+  if args or "argnums" in kwargs:
+    raise TypeError(
+        f"{api} differentiates only the trainable parameters of the first "
+        "argument, so `argnums` (or extra positional arguments) is not "
+        "supported.\nFix: make the values you want gradients for trainable "
+        "attributes of the module (see `pax.parameters_method`), or use "
+        "`jax.grad(f, argnums=...)` directly for plain arrays.")
+  unknown = sorted(set(kwargs) - set(_JAX_GRAD_KWARGS) - {"has_aux"})
+  if unknown:
+    raise TypeError(
+        f"{api} got unexpected keyword arguments {unknown}; it accepts "
+        f"`has_aux` and the `jax.grad` options {list(_JAX_GRAD_KWARGS)}.")
+
+
+def _differentiate(jax_transform: Callable[..., Any], api: str,
+                   fun: Callable[..., Any], has_aux: bool,
+                   jax_kwargs: dict) -> Callable[..., Any]:
+  if not callable(fun):
+    raise TypeError(f"{api} expects a function, got {type(fun).__name__}.\n"
+                    f"Fix: `{api}(loss_fn)(model, x, y)`.")
+  holomorphic = bool(jax_kwargs.get("holomorphic", False))
+
+  def params_fn(params, module, *args, **kwargs):
+    out = fun(module.update_parameters(params), *args, **kwargs)
+    _check_output(out, api, fun, has_aux, holomorphic)
+    return out
+
+  transformed = jax_transform(params_fn, has_aux=has_aux, **jax_kwargs)
+
+  @functools.wraps(fun)
+  def wrapper(module, *args, **kwargs):
+    require_module(module, api, example=f"{api}({fn_name(fun)})(model, x, y)")
+    return transformed(module.parameters(), module, *args, **kwargs)
+
+  return wrapper
+
+
+# ----------------------------------------------------------------------------
+# Public API.
+# ----------------------------------------------------------------------------
+
+
+def grad(fun: Callable[..., Any], *args: Any,
+         **kwargs: Any) -> Callable[..., Any]:
+  """Compute gradient with respect to trainable parameters of the first argument.
+
+  The gradients have the structure of `module.parameters()`: a copy of the
+  module whose non-trainable leaves are `None`.
+
+  Example:
+
+  >>> @pax.pure
+  ... def loss_fn(model: pax.Linear, x, y):
+  ...     y_hat = model(x)
+  ...     loss = jnp.mean(jnp.square(y - y_hat))
+  ...     return loss, (loss, model)
+  ...
+  >>> grad_fn = pax.grad(loss_fn, has_aux=True)
+  >>> net = pax.Linear(1, 1)
+  >>> x = jnp.ones((3, 1))
+  >>> grads, (loss, net) = grad_fn(net, x, x)
+  >>> grads.weight.shape
+  (1, 1)
+
+  Args:
+    fun: `fun(module, *args, **kwargs)` returning a scalar float loss, or
+      `(loss, aux)` with `has_aux=True`. Only the first argument is
+      differentiated; it must be a `pax.Module`.
+    *args: not supported (`jax.grad`'s positional `argnums`); a TypeError
+      explains why.
+    **kwargs: `has_aux`, and the `jax.grad` options `holomorphic`,
+      `allow_int` and `reduce_axes`, passed through.
+
+  Returns:
+    `grad_fn(module, *args, **kwargs)` returning `grads`, or `(grads, aux)`
+    with `has_aux=True`.
+  """
+  _check_jax_kwargs("pax.grad", args, kwargs)
+  has_aux = bool(kwargs.pop("has_aux", False))
+  return _differentiate(jax.grad, "pax.grad", fun, has_aux, kwargs)
+
+
+def value_and_grad(func: Callable[..., Any], has_aux: bool = False,
+                   **kwargs: Any) -> Callable[..., Tuple[Any, Any]]:
+  """A PAX-compatible version of jax.value_and_grad.
+
+  This version computes gradients w.r.t. trainable parameters of a PAX module.
+
+  >>> def loss_fn(model, x, y):
+  ...     return jnp.mean(jnp.square(model(x) - y))
+  >>> net = pax.Linear(2, 1)
+  >>> loss, grads = pax.value_and_grad(loss_fn)(net, jnp.ones((4, 2)),
+  ...                                           jnp.zeros((4, 1)))
+  >>> loss.shape, grads.weight.shape, grads.bias.shape
+  ((), (2, 1), (1,))
+  >>> net = net.update_parameters(
+  ...     jax.tree_util.tree_map(lambda p, g: p - 0.1 * g,
+  ...                            net.parameters(), grads))
+
+  With `has_aux=True` the function returns `(loss, aux)` and the result is
+  `((loss, aux), grads)`, as in `jax.value_and_grad`.
+
+  Args:
+    func: `func(module, *args, **kwargs)` returning a scalar float loss, or
+      `(loss, aux)` with `has_aux=True`. The first argument must be a
+      `pax.Module`.
+    has_aux: whether `func` returns `(loss, aux)`.
+    **kwargs: `jax.grad` options passed through: `holomorphic`, `allow_int`,
+      `reduce_axes`.
+
+  Returns:
+    `fn(module, *args, **kwargs)` returning `(value, grads)`.
+  """
+  _check_jax_kwargs("pax.value_and_grad", (), kwargs)
+  return _differentiate(jax.value_and_grad, "pax.value_and_grad", func,
+                        has_aux, kwargs)
+
+
+def _scan_length_error(xs: Any, axis: int, time_major: bool,
+                       length: Optional[int], reason: str) -> ValueError:
+  rows = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(xs)[0][:8]:
+    shape = tuple(jnp.shape(leaf))
+    size = shape[axis] if len(shape) > axis else "-"
+    rows.append(f"  xs{jax.tree_util.keystr(path)}: shape {shape}, "
+                f"length {size}")
+  axis_name = ("axis 0 (time_major=True)" if time_major else
+               "axis 1 (time_major=False: inputs are [batch, time, ...])")
+  lines = "\n".join(rows)
+  return ValueError(
+      f"pax.scan: {reason}. Every leaf of `xs` is scanned along {axis_name}"
+      f"{'' if length is None else f' for length={length} steps'}:\n{lines}\n"
+      "Likely cause: a batch-major input with the default time_major=True "
+      "(or the reverse), or inputs of different sequence lengths.\nFix: pass "
+      "`time_major=False` for [batch, time, ...] inputs, or give every leaf "
+      "the same number of steps, e.g. "
+      "`pax.scan(f, carry, xs, time_major=False)`.")
+
+
+def scan(func: Callable[[C, Any], Tuple[C, Any]], init: C, xs: Any,
+         length: Optional[int] = None, unroll: int = 1,
+         time_major: bool = True) -> Tuple[C, Any]:
+  """jax.lax.scan with an additional time_major=False mode.
+
+  The semantics of scan are given roughly by this Python implementation:
+
+  >>> def scan(f, init, xs, length=None):
+  ...     if xs is None:
+  ...         xs = [None] * length
+  ...     carry = init
+  ...     ys = []
+  ...     for x in xs:
+  ...         carry, y = f(carry, x)
+  ...         ys.append(y)
+  ...     return carry, np.stack(ys)
+
+  With `time_major=False`, `xs` leaves are `[batch, time, ...]` and so are the
+  `ys` leaves (outputs with fewer than two dimensions are returned as
+  `[time, ...]`):
+
+  >>> def step(h, x):
+  ...     h = h + x
+  ...     return h, h
+  >>> xs = jnp.ones((2, 5, 3))  # batch 2, 5 steps
+  >>> h, ys = pax.scan(step, jnp.zeros((2, 3)), xs, time_major=False)
+  >>> h.shape, ys.shape
+  ((2, 3), (2, 5, 3))
+  >>> count, _ = pax.scan(lambda c, _: (c + 1, None), 0, None, length=4)
+  >>> int(count)
+  4
+
+  Args:
+    func: `func(carry, x) -> (carry, y)`.
+    init: the initial carry.
+    xs: a pytree of arrays scanned along the time axis, or None (then
+      `length` is required).
+    length: the number of steps (checked against `xs` when both are given).
+    unroll: passed to `jax.lax.scan`.
+    time_major: if False, the time axis of `xs` and `ys` is axis 1.
+
+  Returns:
+    `(final_carry, ys)`.
+  """
+  if not callable(func):
+    raise TypeError(f"pax.scan expects a function `func(carry, x) -> "
+                    f"(carry, y)`, got {type(func).__name__}.")
+  if length is not None and (not isinstance(length, int) or
+                             isinstance(length, bool) or length < 0):
+    raise TypeError(f"pax.scan: `length` must be a non-negative int, got "
+                    f"{length!r}.")
+  leaves = jax.tree_util.tree_leaves(xs)
+  if not leaves:
+    if length is None:
+      raise ValueError(
+          "pax.scan: `xs` is None (or has no arrays), so the number of steps "
+          "is unknown.\nFix: pass `length`, e.g. "
+          "`pax.scan(f, carry, None, length=10)`.")
+  else:
+    axis = 0 if time_major else 1
+    if any(jnp.ndim(leaf) <= axis for leaf in leaves):
+      raise _scan_length_error(
+          xs, axis, time_major, length,
+          f"some leaves of `xs` have no axis {axis} to scan over")
+    sizes = {jnp.shape(leaf)[axis] for leaf in leaves}
+    if len(sizes) > 1:
+      raise _scan_length_error(
+          xs, axis, time_major, length,
+          "the leaves of `xs` have different lengths along the scanned axis")
+    if length is not None and sizes != {length}:
+      raise _scan_length_error(
+          xs, axis, time_major, length,
+          f"`length={length}` does not match the length of `xs` "
+          f"({sizes.pop()})")
+    if not time_major:
+      xs = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), xs)
+  carry, ys = jax.lax.scan(func, init, xs, length=length, unroll=unroll)
+  if not time_major:
+    ys = jax.tree_util.tree_map(
+        lambda y: jnp.swapaxes(y, 0, 1) if jnp.ndim(y) >= 2 else y, ys)
+  return carry, ys
