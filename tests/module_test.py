@@ -1,5 +1,7 @@
 """PAX semantics of pax.Module: pytree, immutability, pure, parameters."""
 
+import copy
+import pickle
 import threading
 
 from absl.testing import absltest
@@ -297,6 +299,14 @@ class ModuleTest(parameterized.TestCase):
     text = net.summary()
     self.assertIn("Total: 25 parameters", text)
     self.assertIn("weight (2, 3)", text)
+
+  def test_pickle_and_deepcopy(self):
+    net = pax.Sequential(pax.Linear(2, 3), jax.nn.relu, pax.Linear(3, 1))
+    x = jnp.ones((4, 2))
+    for other in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+      self.assertIs(type(other[0]), type(net[0]))
+      pax.assert_structure_equal(other, net)
+      np.testing.assert_array_equal(other(x), net(x))
 
   def test_seed_rng_is_deterministic(self):
     pax.seed_rng_key(7)

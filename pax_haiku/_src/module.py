@@ -89,7 +89,7 @@ def _class_value(value: Any) -> Any:
 
 
 def _rebuild(base: type, fields: Dict[str, Any]) -> "Module":
-  obj = object.__new__(base)
+  obj = types.SimpleNamespace.__new__(base)
   obj.__dict__.update(fields)
   _finalize(obj)
   return obj
