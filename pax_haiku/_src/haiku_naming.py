@@ -17,8 +17,6 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 import jax
 from haiku._src import utils as hk_utils
 
-from pax_haiku._src import module as module_lib
-
 PARAMS = "params"
 STATE = "state"
 
@@ -38,6 +36,19 @@ class TreeInfo(NamedTuple):
 
 
 _CACHE: "collections.OrderedDict[Any, TreeInfo]" = collections.OrderedDict()
+
+# `pax.Module`, registered by module.py (which imports this file; importing it
+# back would be a dependency cycle).
+_MODULE_TYPE: type = type(None)
+
+
+def register_module_type(cls: type) -> None:
+  global _MODULE_TYPE
+  _MODULE_TYPE = cls
+
+
+def _is_module(x: Any) -> bool:
+  return isinstance(x, _MODULE_TYPE)
 _CACHE_SIZE = 512
 
 
@@ -48,7 +59,7 @@ def scope_name(module: Any) -> str:
     return custom()
   if module._name:
     return module._name
-  return hk_utils.camel_to_snake(module_lib.module_class(module).__name__)
+  return hk_utils.camel_to_snake(type(module)._pax_base.__name__)
 
 
 class _Scope:
@@ -89,9 +100,9 @@ def _walk(module: Any, path: str, specs: List[Optional[LeafSpec]],
   scope = _Scope()
   for field in cls._pax_data_fields:
     flat, _ = jax.tree_util.tree_flatten_with_path(
-        getattr(module, field), is_leaf=module_lib.is_module)
+        getattr(module, field), is_leaf=_is_module)
     for keypath, leaf in flat:
-      if isinstance(leaf, module_lib.Module):
+      if _is_module(leaf):
         child = scope.claim(scope_name(leaf))
         _walk(leaf, f"{path}/~/{child}", specs, sub_trainable, False)
         continue
@@ -140,8 +151,8 @@ def tree_info(treedef: Any, leaves: List[Any]) -> TreeInfo:
 
 
 def _roots(tree: Any) -> List[Any]:
-  roots = [x for x in jax.tree_util.tree_leaves(tree, is_leaf=module_lib.is_module)
-           if isinstance(x, module_lib.Module)]
+  roots = [x for x in jax.tree_util.tree_leaves(tree, is_leaf=_is_module)
+           if _is_module(x)]
   if len(roots) > 1:
     raise TypeError("Expected a single pax module.")
   return roots

@@ -668,3 +668,5 @@ def assert_structure_equal(a: Any, b: Any) -> None:
 
 
 from pax_haiku._src import haiku_naming as _naming  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_naming.register_module_type(Module)
