@@ -1,0 +1,1 @@
+"""Haiku-backed nets: MLP, ResNets and a Transformer language model."""

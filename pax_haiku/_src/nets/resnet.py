@@ -1,0 +1,173 @@
+"""`pax.nets.ResNet*`: Haiku's `hk.nets.ResNet*` as pax modules.
+
+Parameter and state names are Haiku's (`res_net18/~/initial_conv/w`,
+`res_net18/~/block_group_0/~/block_0/~/batchnorm_0/~/mean_ema/average`, ...),
+so a checkpoint of `hk.nets.ResNet18` loads with
+`net.update_parameters(params).update_state(state)`. Leaves are held under
+their Haiku names below the net's scope, e.g. `initial_conv/w`. The nets
+contain BatchNorm: in training mode (the default) a call updates the moving
+averages and must run inside `pax.purecall`/`pax.pure`; use `.eval()` for
+inference.
+"""
+
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from pax_haiku._src import haiku_bridge
+from pax_haiku._src.nets import _common
+from pax_haiku._src.nn import _checks
+
+_SAMPLE_SIZE = 32  # Spatial size of the sample image used to create params.
+
+
+def _config(arg: str, value: Optional[Mapping[str, Any]]
+            ) -> Optional[Dict[str, Any]]:
+  if value is None:
+    return None
+  if not isinstance(value, Mapping):
+    raise TypeError(f"pax.nets.ResNet: {arg} must be a dict of keyword "
+                    f"arguments, got {type(value).__name__}.")
+  return dict(value)
+
+
+class ResNet(haiku_bridge.HaikuModule):
+  """A ResNet (`hk.nets.ResNet`) for NHWC images; see `ResNet18` etc.
+
+  >>> make = lambda: pax.nets.ResNet(
+  ...     3, 10, blocks_per_group=(1, 1, 1, 1),
+  ...     channels_per_group=(8, 16, 32, 64),
+  ...     initial_conv_config={"output_channels": 8})
+  >>> net = jax.eval_shape(make)  # Shapes only: nothing is computed.
+  >>> jax.eval_shape(lambda n, x: n.eval()(x), net, jnp.ones((2, 32, 32, 3)))
+  ShapeDtypeStruct(shape=(2, 10), dtype=float32)
+
+  Args:
+    input_channels: channels of the input images.
+    num_classes: number of logits.
+    blocks_per_group: blocks in each of the 4 groups.
+    bottleneck: use bottleneck blocks.
+    channels_per_group: channels of each group.
+    use_projection: projection shortcut per group.
+    logits_config: keyword arguments of the logits `hk.Linear`.
+    initial_conv_config: keyword arguments of the initial `hk.Conv2D`.
+    bn_config: keyword arguments of the `hk.BatchNorm`s (decay_rate, eps...).
+    resnet_v2: use ResNet v2 (pre-activation) blocks.
+    strides: stride of each group.
+    rng_key: key for initialization (default: `pax.next_rng_key()`).
+    name: Haiku module name (default from the Haiku class, e.g. `res_net`).
+  """
+
+  input_channels: int
+  num_classes: int
+
+  def __init__(self, input_channels: int, num_classes: int,
+               blocks_per_group: Sequence[int] = (2, 2, 2, 2),
+               bottleneck: bool = False,
+               channels_per_group: Sequence[int] = (64, 128, 256, 512),
+               use_projection: Sequence[bool] = (False, True, True, True),
+               logits_config: Optional[Mapping[str, Any]] = None,
+               initial_conv_config: Optional[Mapping[str, Any]] = None, *,
+               bn_config: Optional[Mapping[str, Any]] = None,
+               resnet_v2: bool = False,
+               strides: Sequence[int] = (1, 2, 2, 2),
+               rng_key: Optional[jax.Array] = None,
+               name: Optional[str] = None):
+    super().__init__(name=name)
+    self._build(
+        input_channels, num_classes, rng_key, hk.nets.ResNet,
+        blocks_per_group=tuple(blocks_per_group), bottleneck=bool(bottleneck),
+        channels_per_group=tuple(channels_per_group),
+        use_projection=tuple(use_projection), logits_config=logits_config,
+        initial_conv_config=initial_conv_config, bn_config=bn_config,
+        resnet_v2=resnet_v2, strides=strides, name=name)
+
+  def _build(self, input_channels: int, num_classes: int,
+             rng_key: Optional[jax.Array], hk_class: type,
+             **kwargs: Any) -> None:
+    layer = f"nets.{type(self).__name__}"
+    example = f"pax.{layer}(input_channels=3, num_classes=10)"
+    self.input_channels = _checks.positive_int(layer, "input_channels",
+                                               input_channels, example)
+    self.num_classes = _checks.positive_int(layer, "num_classes", num_classes,
+                                            example)
+    for arg in ("logits_config", "initial_conv_config", "bn_config"):
+      kwargs[arg] = _config(arg, kwargs[arg])
+    kwargs["strides"] = tuple(kwargs["strides"])
+    kwargs["resnet_v2"] = bool(kwargs["resnet_v2"])
+    fn = haiku_bridge.HaikuModuleCall(hk_class, num_classes=num_classes,
+                                      **kwargs)
+    x = jnp.zeros((1, _SAMPLE_SIZE, _SAMPLE_SIZE, input_channels))
+    self._init_haiku(fn, (x,), {"is_training": True}, rng_key)
+
+  def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:
+    return _common.relative_attr(bundle, name)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Logits `[N, num_classes]` of NHWC images `x`."""
+    if jnp.ndim(x) != 4 or jnp.shape(x)[-1] != self.input_channels:
+      raise _checks.input_error(
+          self, f"(N, H, W, {self.input_channels})", x,
+          "pass a batch of NHWC images with input_channels channels.")
+    return super().__call__(x)
+
+  def _repr_info(self) -> Dict[str, Any]:
+    return {"input_channels": self.input_channels,
+            "num_classes": self.num_classes}
+
+
+def _preset(depth: int, hk_class: type) -> type:
+  """A `ResNet{depth}` class with PAX's signature, wrapping `hk_class`."""
+
+  def __init__(self, input_channels: int, num_classes: int,
+               logits_config: Optional[Mapping[str, Any]] = None,
+               initial_conv_config: Optional[Mapping[str, Any]] = None, *,
+               bn_config: Optional[Mapping[str, Any]] = None,
+               resnet_v2: bool = False,
+               strides: Sequence[int] = (1, 2, 2, 2),
+               rng_key: Optional[jax.Array] = None,
+               name: Optional[str] = None):
+    super(ResNet, self).__init__(name=name)  # pylint: disable=bad-super-call
+    self._build(input_channels, num_classes, rng_key, hk_class,
+                logits_config=logits_config,
+                initial_conv_config=initial_conv_config, bn_config=bn_config,
+                resnet_v2=resnet_v2, strides=strides, name=name)
+
+  if depth == 18:
+    example = """>>> net = jax.eval_shape(lambda: pax.nets.ResNet18(3, 10))  # Shapes.
+  >>> net.params["res_net18/~/logits"]["w"].shape
+  (512, 10)"""
+  else:  # Tracing the deeper nets takes seconds; see ResNet18's example.
+    example = f""">>> issubclass(pax.nets.ResNet{depth}, pax.nets.ResNet)
+  True"""
+  doc = f"""ResNet{depth} (`hk.nets.ResNet{depth}`) for NHWC images.
+
+  Parameters are Haiku's `res_net{depth}/~/...`.
+
+  {example}
+
+  Args:
+    input_channels: channels of the input images.
+    num_classes: number of logits.
+    logits_config: keyword arguments of the logits `hk.Linear`.
+    initial_conv_config: keyword arguments of the initial `hk.Conv2D`.
+    bn_config: keyword arguments of the `hk.BatchNorm`s (decay_rate, eps...).
+    resnet_v2: use ResNet v2 (pre-activation) blocks.
+    strides: stride of each group.
+    rng_key: key for initialization (default: `pax.next_rng_key()`).
+    name: Haiku module name (default `res_net{depth}`).
+  """
+  __init__.__doc__ = None
+  return type(f"ResNet{depth}", (ResNet,), {
+      "__init__": __init__, "__doc__": doc, "__module__": __name__,
+      "__qualname__": f"ResNet{depth}"})
+
+
+ResNet18 = _preset(18, hk.nets.ResNet18)
+ResNet34 = _preset(34, hk.nets.ResNet34)
+ResNet50 = _preset(50, hk.nets.ResNet50)
+ResNet101 = _preset(101, hk.nets.ResNet101)
+ResNet152 = _preset(152, hk.nets.ResNet152)
+ResNet200 = _preset(200, hk.nets.ResNet200)

@@ -1,0 +1,109 @@
+"""Argument and input-shape checks shared by the Haiku-backed layers.
+
+Every check raises a `ValueError`/`TypeError` that names the layer, says what
+was wrong and shows a fix, so a bad constructor argument never surfaces as an
+obscure error from deep inside Haiku or XLA.
+"""
+
+import dataclasses
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+
+def positive_int(layer: str, arg: str, value: Any, example: str) -> int:
+  """Returns `value` if it is a positive Python int, else raises ValueError."""
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise ValueError(
+        f"pax.{layer}: {arg} must be a positive int, got {value!r}.\n"
+        f"Fix: e.g. {example}.")
+  return value
+
+
+def rate(layer: str, arg: str, value: Any, example: str) -> float:
+  """Returns `value` if it is a float in [0, 1), else raises ValueError."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+      0.0 <= value < 1.0):
+    raise ValueError(
+        f"pax.{layer}: {arg} must be a float in [0, 1), got {value!r}.\n"
+        f"Fix: e.g. {example}.")
+  return float(value)
+
+
+def one_of(layer: str, arg: str, value: Any, allowed: Sequence[Any]) -> Any:
+  """Returns `value` if it is in `allowed`, else raises ValueError."""
+  if value not in allowed:
+    raise ValueError(
+        f"pax.{layer}: {arg} must be one of {', '.join(map(repr, allowed))}; "
+        f"got {value!r}.")
+  return value
+
+
+def int_tuple(layer: str, arg: str, value: Any, ndim: int,
+              minimum: int = 1) -> Union[int, Tuple[int, ...]]:
+  """An int, or a sequence of `ndim` ints, as a hashable int/tuple."""
+  def ok(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+  if ok(value):
+    return value
+  if isinstance(value, (tuple, list)) and len(value) == ndim and all(
+      ok(v) for v in value):
+    return tuple(value)
+  raise ValueError(
+      f"pax.{layer}: {arg} must be an int >= {minimum} or a sequence of "
+      f"{ndim} such ints, got {value!r}.\nFix: e.g. {arg}=3 or "
+      f"{arg}={(3,) * ndim}.")
+
+
+def padding(layer: str, value: Any, ndim: int) -> Any:
+  """'SAME'/'VALID' or `ndim` (low, high) pairs, as a hashable value."""
+  if isinstance(value, str):
+    if value.upper() not in ("SAME", "VALID"):
+      raise ValueError(
+          f"pax.{layer}: padding must be 'SAME', 'VALID' or {ndim} "
+          f"(low, high) pairs, got {value!r}.")
+    return value.upper()
+  if callable(value):
+    return value
+  try:
+    pairs = tuple((int(lo), int(hi)) for lo, hi in value)
+  except (TypeError, ValueError):
+    pairs = None
+  if pairs is None or len(pairs) != ndim:
+    raise ValueError(
+        f"pax.{layer}: padding must be 'SAME', 'VALID' or {ndim} "
+        f"(low, high) pairs, got {value!r}.\nFix: e.g. padding='SAME' or "
+        f"padding={((1, 1),) * ndim}.")
+  return pairs
+
+
+def input_error(layer: Any, expected: str, x: Any, hint: str) -> ValueError:
+  return ValueError(
+      f"{layer!r} expects inputs of shape {expected}, got "
+      f"{tuple(jnp.shape(x))}.\nFix: {hint}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VarianceScaling:
+  """`hk.initializers.VarianceScaling` that compares by value.
+
+  Layers keep their Haiku constructor arguments in a value-equal
+  `HaikuModuleCall`, so two identical layers share a treedef and a jit cache
+  entry; Haiku's own initializer objects compare by identity.
+  """
+  scale: float
+  mode: str = "fan_in"
+  distribution: str = "truncated_normal"
+
+  def __call__(self, shape: Sequence[int], dtype: Any) -> jax.Array:
+    return hk.initializers.VarianceScaling(self.scale, self.mode,
+                                           self.distribution)(shape, dtype)
+
+
+def leaf_rename(name: str) -> str:
+  """Haiku leaf names -> PAX attribute names (`w` -> `weight`)."""
+  return {"w": "weight", "b": "bias"}.get(name, name)
+
