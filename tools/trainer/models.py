@@ -1,0 +1,145 @@
+"""Models and loss functions for the training binary, built from a config.
+
+Each task defines `build_model(config) -> pax.Module` and a loss function
+`loss_fn(model, batch) -> (loss, (aux, model))` for `pax.build_update_fn`,
+plus an `eval_fn(model, batch, mask) -> dict of summed metrics`.
+"""
+
+import math
+from typing import Any, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import pax_haiku as pax
+
+LN2 = math.log(2.0)
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+  return x.reshape(x.shape[0], -1)
+
+
+def _max_pool_2x2(x: jax.Array) -> jax.Array:
+  return pax.max_pool(x, (2, 2), (2, 2), "VALID")
+
+
+def build_model(config: Any) -> pax.Module:
+  """The model named by `config.model` (seeded by `config.seed`)."""
+  pax.seed_rng_key(config.seed)
+  m = config.model_config
+  if config.model == "mlp":
+    sizes = [64] + list(m.hidden_sizes) + [10]
+    layers = [_flatten]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+      layers.append(pax.Linear(a, b))
+      if i < len(sizes) - 2:
+        layers.append(jax.nn.relu)
+        if m.dropout > 0:
+          layers.append(pax.Dropout(m.dropout))
+    return pax.Sequential(*layers)
+  if config.model == "cnn":
+    c1, c2 = m.channels
+    head = [pax.Dropout(m.dropout)] if m.dropout > 0 else []
+    return pax.Sequential(
+        pax.Conv2D(1, c1, 3), jax.nn.relu,
+        pax.Conv2D(c1, c2, 3), jax.nn.relu,
+        _max_pool_2x2,
+        _flatten,
+        *head,
+        pax.Linear(4 * 4 * c2, m.hidden), jax.nn.relu,
+        *head[:1] and [pax.Dropout(m.dropout)],
+        pax.Linear(m.hidden, 10))
+  if config.model == "lstm":
+    return CharLSTM(m.embed_dim, m.hidden_dim)
+  if config.model == "transformer":
+    return pax.nets.TransformerLM(
+        vocab_size=256, dim=m.d_model, num_heads=m.num_heads,
+        num_layers=m.num_layers, max_len=config.seq_len,
+        dropout_rate=m.dropout)
+  raise ValueError(f"unknown model {config.model!r}")
+
+
+class CharLSTM(pax.Module):
+  """Byte embedding -> LSTM (unrolled with pax.scan) -> logits."""
+
+  def __init__(self, embed_dim: int, hidden_dim: int):
+    super().__init__()
+    self.embed = pax.Embed(256, embed_dim)
+    self.lstm = pax.LSTM(embed_dim, hidden_dim)
+    self.output = pax.Linear(hidden_dim, 256)
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    x = self.embed(tokens)  # (B, T, E)
+    state = self.lstm.initial_state(tokens.shape[0])
+    _, h = pax.scan(self.lstm, state, x, time_major=False)
+    return self.output(h)
+
+
+def _classification_loss(model, batch):
+  x, y = batch
+  model, logits = pax.purecall(model, x)
+  loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+  acc = jnp.mean(jnp.argmax(logits, -1) == y)
+  return loss, ({"loss": loss, "accuracy": acc}, model)
+
+
+def _lm_loss(model, tokens):
+  inputs, targets = tokens[:, :-1], tokens[:, 1:]
+  model, logits = pax.purecall(model, inputs)
+  loss = jnp.mean(
+      optax.softmax_cross_entropy_with_integer_labels(logits, targets))
+  return loss, ({"loss": loss, "bits_per_char": loss / LN2}, model)
+
+
+def loss_fn_for(config: Any):
+  return _lm_loss if config.dataset == "chars" else _classification_loss
+
+
+def eval_fn_for(config: Any):
+  """`eval_fn(model, batch, mask) -> {name: sum over valid examples}`."""
+
+  def classification(model, batch, mask):
+    x, y = batch
+    logits = model.eval()(x)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+    return {"loss": jnp.sum(nll * mask), "accuracy": jnp.sum(correct * mask),
+            "count": jnp.sum(mask)}
+
+  def lm(model, tokens, mask):
+    logits = model.eval()(tokens[:, :-1])
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
+    per_seq = jnp.mean(nll, axis=-1)
+    return {"loss": jnp.sum(per_seq * mask),
+            "bits_per_char": jnp.sum(per_seq * mask) / LN2,
+            "count": jnp.sum(mask)}
+
+  return lm if config.dataset == "chars" else classification
+
+
+def make_optimizer(config: Any) -> optax.GradientTransformation:
+  """AdamW (or SGD) with warmup + cosine decay and global-norm clipping."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, config.learning_rate, max(1, config.warmup_steps),
+      max(config.num_steps, config.warmup_steps + 1),
+      end_value=config.learning_rate * 0.01)
+  if config.optimizer == "adamw":
+    opt = optax.adamw(schedule, weight_decay=config.weight_decay)
+  elif config.optimizer == "adam":
+    opt = optax.adam(schedule)
+  else:
+    opt = optax.sgd(schedule, momentum=0.9)
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
+
+
+def summarize(sums: Dict[str, Any]) -> Dict[str, float]:
+  count = float(sums.pop("count"))
+  return {k: float(v) / count for k, v in sums.items()}
+
+
+def input_shape(config: Any) -> Tuple[int, ...]:
+  if config.dataset == "chars":
+    return (config.batch_size, config.seq_len + 1)
+  return (config.batch_size, 8, 8, 1)
