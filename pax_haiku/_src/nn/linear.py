@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from pax_haiku._src import haiku_bridge
+from pax_haiku._src.nn import _checks
 
 
 class Linear(haiku_bridge.HaikuModule):
@@ -42,10 +43,8 @@ class Linear(haiku_bridge.HaikuModule):
                name: Optional[str] = None):
     super().__init__(name=name)
     for arg, value in (("in_dim", in_dim), ("out_dim", out_dim)):
-      if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(
-            f"pax.Linear: {arg} must be a positive int, got {value!r}.\n"
-            "Fix: e.g. pax.Linear(in_dim=784, out_dim=10).")
+      _checks.positive_int("Linear", arg, value,
+                           "pax.Linear(in_dim=784, out_dim=10)")
     self.in_dim = in_dim
     self.out_dim = out_dim
     self.with_bias = with_bias
@@ -54,14 +53,13 @@ class Linear(haiku_bridge.HaikuModule):
     self._init_haiku(fn, (jnp.zeros((1, in_dim)),), {}, rng_key)
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:
-    return {"w": "weight", "b": "bias"}[name]
+    return _checks.leaf_rename(name)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if jnp.shape(x)[-1:] != (self.in_dim,):
-      raise ValueError(
-          f"{self!r} expects inputs of shape (..., {self.in_dim}), got "
-          f"{jnp.shape(x)}.\nFix: check the previous layer's output size or "
-          "this layer's in_dim.")
+      raise _checks.input_error(
+          self, f"(..., {self.in_dim})", x,
+          "check the previous layer's output size or this layer's in_dim.")
     return super().__call__(x)
 
   def _repr_info(self) -> Dict[str, Any]:
