@@ -105,14 +105,16 @@ REGISTRY: Dict[str, Entry] = {
     "Linear": Entry(
         lambda: pax.Linear(3, 4), lambda: (_x(2, 3),),
         lambda x: hk.Linear(4)(x), bad_input=lambda: (_x(2, 5),)),
+    # (Convolution shapes are chosen so that kernels share shapes with the
+    # transposed ones: every new parameter shape is an XLA compile.)
     "Conv1D": Entry(
-        lambda: pax.Conv1D(3, 4, 3), lambda: (_x(2, 5, 3),),
-        lambda x: hk.Conv1D(4, 3)(x), bad_input=lambda: (_x(2, 3, 5),)),
+        lambda: pax.Conv1D(4, 3, 3), lambda: (_x(2, 5, 4),),
+        lambda x: hk.Conv1D(3, 3)(x), bad_input=lambda: (_x(2, 4, 5),)),
     "Conv2D": Entry(
-        lambda: pax.Conv2D(3, 4, 3, stride=2, padding="VALID"),
-        lambda: (_x(2, 5, 5, 3),),
-        lambda x: hk.Conv2D(4, 3, stride=2, padding="VALID")(x),
-        bad_input=lambda: (_x(5, 5, 3, 2),)),
+        lambda: pax.Conv2D(4, 3, 3, stride=2, padding="VALID"),
+        lambda: (_x(2, 5, 5, 4),),
+        lambda x: hk.Conv2D(3, 3, stride=2, padding="VALID")(x),
+        bad_input=lambda: (_x(5, 5, 4, 2),)),
     "Conv1DTranspose": Entry(
         lambda: pax.Conv1DTranspose(3, 4, 3, stride=2), lambda: (_x(2, 5, 3),),
         lambda x: hk.Conv1DTranspose(4, 3, stride=2)(x),
@@ -330,43 +332,44 @@ class RegistryTest(parameterized.TestCase):
     chex.assert_trees_all_equal_shapes_and_dtypes(hk_state, state)
 
   @parameterized.named_parameters(*_all())
-  def test_jit(self, name):
-    layer = _layer(name)
-    arrays, merge = _split(REGISTRY[name].inputs())
-    expected = _call(name, layer, *merge(arrays))
-    if REGISTRY[name].is_function:
-      actual = jax.jit(lambda a: _call(name, layer, *merge(a)))(arrays)
-    else:
-      actual = jax.jit(lambda l, a: _call(name, l, *merge(a)))(layer, arrays)
-    _assert_close(actual, expected, atol=1e-6)
-
-  @parameterized.named_parameters(*_all())
-  def test_vmap(self, name):
+  def test_jit_and_vmap(self, name):
     entry = REGISTRY[name]
     layer = _layer(name)
-    if not entry.is_function:
-      layer = layer.eval()
+    evaluated = layer if entry.is_function else layer.eval()
     inputs = entry.inputs()
-    if entry.vmap_module:  # A batch of modules (e.g. of RNG sequences).
-      other = pax.RngSeq(seed=7).eval()
-      stacked = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), layer,
-                                       other)
-      out = jax.jit(jax.vmap(lambda m: _call(name, m, *inputs)[1]))(stacked)
-      for i, m in enumerate((layer, other)):
-        _assert_close(jax.tree_util.tree_map(lambda y, i=i: y[i], out),
-                      _call(name, m, *inputs)[1])
-      return
     arrays, merge = _split(inputs)
-    second = jax.tree_util.tree_map(
-        lambda a: a if a.dtype in (jnp.bool_, jnp.uint32) else (
-            (a + 1) % 10 if jnp.issubdtype(a.dtype, jnp.integer) else
-            0.5 * a + 0.25), arrays)
-    batch = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), arrays,
-                                   second)
-    out = jax.jit(jax.vmap(lambda a: _call(name, layer, *merge(a))[1]))(batch)
-    for i, single in enumerate((arrays, second)):
+    if entry.vmap_module:  # A batch of modules (e.g. of RNG sequences).
+      others = (evaluated, pax.RngSeq(seed=7).eval())
+      batch = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), *others)
+      batched = lambda b: jax.vmap(lambda m: _call(name, m, *inputs)[1])(b)
+      singles = [_call(name, m, *inputs)[1] for m in others]
+    else:  # A batch of inputs.
+      second = jax.tree_util.tree_map(
+          lambda a: a if a.dtype in (jnp.bool_, jnp.uint32) else (
+              (a + 1) % 10 if jnp.issubdtype(a.dtype, jnp.integer) else
+              0.5 * a + 0.25), arrays)
+      batch = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), arrays,
+                                     second)
+      batched = lambda b: jax.vmap(
+          lambda a: _call(name, evaluated, *merge(a))[1])(b)
+      singles = [_call(name, evaluated, *merge(a))[1]
+                 for a in (arrays, second)]
+
+    def both(layer, arrays, batch):
+      # A training-mode call (state updates included) and an eval-mode vmap,
+      # in one compiled program.
+      single = _call(name, layer if not entry.is_function else
+                     entry.make(), *merge(arrays))
+      return single, batched(batch)
+
+    if entry.is_function:
+      single, out = jax.jit(lambda a, b: both(None, a, b))(arrays, batch)
+    else:
+      single, out = jax.jit(both)(layer, arrays, batch)
+    _assert_close(single, _call(name, layer, *inputs), atol=1e-6)
+    for i, expected in enumerate(singles):
       _assert_close(jax.tree_util.tree_map(lambda y, i=i: y[i], out),
-                    _call(name, layer, *merge(single))[1], atol=1e-6)
+                    expected, atol=1e-6)
 
   @parameterized.named_parameters(*_all())
   def test_grad(self, name):
@@ -519,13 +522,13 @@ class ConstructorErrorTest(parameterized.TestCase):
 class LayerBehaviourTest(parameterized.TestCase):
 
   def test_identical_layers_share_treedef(self):
-    a, b = pax.Conv2D(3, 4, 3), pax.Conv2D(3, 4, 3)
+    a, b = pax.Conv2D(4, 3, 3), pax.Conv2D(4, 3, 3)
     self.assertEqual(jax.tree_util.tree_structure(a),
                      jax.tree_util.tree_structure(b))
 
   def test_nested_layers_use_haiku_names_under_parent(self):
-    net = pax.Sequential(pax.Conv2D(3, 4, 3), pax.BatchNorm2D(4),
-                         pax.Conv2D(4, 4, 3))
+    net = pax.Sequential(pax.Conv2D(4, 3, 3), pax.BatchNorm2D(3),
+                         pax.Conv2D(3, 3, 3))
     self.assertEqual(sorted(net.params), [
         "sequential/~/batch_norm", "sequential/~/conv2_d",
         "sequential/~/conv2_d_1"])

@@ -156,29 +156,27 @@ class DefaultPolicyTest(parameterized.TestCase):
     self.assertTrue(all(pax.get_mp_policy(l) is None for l in cleared))
 
   def test_haiku_net_keeps_inner_norms_in_float32(self):
-    net = pax.nets.TransformerLM(vocab_size=11, dim=8, num_heads=2,
-                                 num_layers=1, max_len=6)
-    tokens = jnp.array([[1, 2, 3]])
+    net = pax.nets.Transformer(8, num_heads=2, num_layers=1)
+    h = _x(1, 3, 8)
     mp_net = pax.apply_default_mp_policy(net, jnp.float16)
-    fn = lambda m, t: m(t)  # pylint: disable=unnecessary-lambda-assignment
+    fn = lambda m, h: m(h)  # pylint: disable=unnecessary-lambda-assignment
     f16 = jnp.dtype(jnp.float16)
-    dots = _dtypes(fn, mp_net, tokens, primitive="dot_general")
-    self.assertTrue(dots)
+    dots = _dtypes(fn, mp_net, h, primitive="dot_general")
+    self.assertLen(dots, 8)  # q, k, v, logits, weights @ v, out, mlp x2.
     self.assertTrue(all(d == (f16, f16) for d in dots), dots)
-    # LayerNorms (3 in a 1-layer LM) compute in float32.
-    self.assertEqual(_dtypes(fn, mp_net, tokens, primitive="rsqrt"),
-                     [(F32,)] * 3)
+    # The LayerNorms (2 per block + the final one) compute in float32.
+    self.assertEqual(_dtypes(fn, mp_net, h, primitive="rsqrt"), [(F32,)] * 3)
     self.assertEqual(_param_dtypes(mp_net), {F32})
-    y = mp_net(tokens)
+    y = mp_net(h)
     self.assertEqual(y.dtype, F32)
-    np.testing.assert_allclose(y, net(tokens), atol=0.05, rtol=0.05)
+    np.testing.assert_allclose(y, net(h), atol=0.05, rtol=0.05)
     # The same as Haiku's own policies on the plain Haiku module.
     half, _, inner_norm = pax.default_policies(jnp.float16)
-    lm_cls = pax.nets.haiku_transformer.TransformerLM
-    f = hk.transform(lambda t: lm_cls(11, 8, 2, 1, 6)(t, is_training=False))
-    with hk.mixed_precision.push_policy(lm_cls, half), \
+    cls = pax.nets.haiku_transformer.Transformer
+    f = hk.transform(lambda h: cls(2, 1)(h, is_training=False))
+    with hk.mixed_precision.push_policy(cls, half), \
         hk.mixed_precision.push_policy(hk.LayerNorm, inner_norm):
-      ref = f.apply(net.params, None, tokens)
+      ref = f.apply(net.params, None, h)
     chex.assert_trees_all_equal(y, ref)
 
   def test_bad_half_dtype(self):

@@ -23,12 +23,8 @@ def _xs(*shape):
 
 
 def _scan(core, state, xs, **kwargs):
-  """`pax.scan` of one step (`jax.lax.scan` if pax.scan is missing)."""
-  scan = getattr(pax, "scan", None)
-  if scan is None:
-    assert not kwargs
-    return jax.lax.scan(lambda s, x: core(s, x), state, xs)
-  return scan(lambda s, x: core(s, x), state, xs, **kwargs)
+  """`pax.scan` of one step `core(state, x) -> (state, h)`."""
+  return pax.scan(lambda s, x: core(s, x), state, xs, **kwargs)
 
 
 def _haiku_unroll(hk_core, params, xs, state=None):
@@ -60,10 +56,7 @@ class RecurrentTest(parameterized.TestCase):
 
     @jax.jit
     def unroll(core, xs):
-      if hasattr(pax, "scan"):
-        return _scan(core, state0, xs, time_major=False)
-      state, hs = _scan(core, state0, jnp.swapaxes(xs, 0, 1))
-      return state, jnp.swapaxes(hs, 0, 1)
+      return _scan(core, state0, xs, time_major=False)
 
     state, hs = unroll(core, xs)
     ref_hs, ref_state = _haiku_unroll(hk_core, core.params,

@@ -68,6 +68,9 @@ def padding(layer: str, value: Any, ndim: int) -> Any:
     return value.upper()
   if callable(value):
     return value
+  if isinstance(value, (tuple, list)) and value and all(
+      callable(v) for v in value) and len(value) == ndim:
+    return tuple(value)  # Haiku's padding functions, one per dimension.
   try:
     pairs = tuple((int(lo), int(hi)) for lo, hi in value)
   except (TypeError, ValueError):

@@ -179,11 +179,11 @@ class _ConvTranspose(_ConvBase):
 class Conv1D(_Conv):
   """1D convolution (`hk.Conv1D`); input `[N, W, C]` (or `NCW`).
 
-  >>> conv = pax.Conv1D(3, 8, kernel_shape=5, stride=2)
+  >>> conv = pax.Conv1D(3, 4, kernel_shape=3, stride=2)
   >>> conv.weight.shape, sorted(conv.params)
-  ((5, 3, 8), ['conv1_d'])
+  ((3, 3, 4), ['conv1_d'])
   >>> conv(jnp.ones((2, 16, 3))).shape
-  (2, 8, 8)
+  (2, 8, 4)
 
   Args:
     in_features: number of input channels.
@@ -210,13 +210,13 @@ class Conv1D(_Conv):
 class Conv2D(_Conv):
   """2D convolution (`hk.Conv2D`); input `[N, H, W, C]` (or `NCHW`).
 
-  >>> conv = pax.Conv2D(3, 16, kernel_shape=3)
+  >>> conv = pax.Conv2D(3, 4, kernel_shape=3)
   >>> conv.weight.shape, conv.bias.shape
-  ((3, 3, 3, 16), (16,))
+  ((3, 3, 3, 4), (4,))
   >>> sorted(conv.params["conv2_d"])
   ['b', 'w']
   >>> conv(jnp.ones((2, 8, 8, 3))).shape
-  (2, 8, 8, 16)
+  (2, 8, 8, 4)
 
   Args:
     in_features: number of input channels.
@@ -243,10 +243,10 @@ class Conv2D(_Conv):
 class Conv1DTranspose(_ConvTranspose):
   """1D transposed convolution (`hk.Conv1DTranspose`); input `[N, W, C]`.
 
-  >>> up = pax.Conv1DTranspose(8, 3, kernel_shape=4, stride=2)
+  >>> up = pax.Conv1DTranspose(4, 3, kernel_shape=3, stride=2)
   >>> up.weight.shape
-  (4, 3, 8)
-  >>> up(jnp.ones((2, 5, 8))).shape
+  (3, 3, 4)
+  >>> up(jnp.ones((2, 5, 4))).shape
   (2, 10, 3)
 
   Args:
@@ -271,10 +271,10 @@ class Conv1DTranspose(_ConvTranspose):
 class Conv2DTranspose(_ConvTranspose):
   """2D transposed convolution (`hk.Conv2DTranspose`); input `[N, H, W, C]`.
 
-  >>> up = pax.Conv2DTranspose(16, 3, kernel_shape=4, stride=2)
+  >>> up = pax.Conv2DTranspose(4, 3, kernel_shape=3, stride=2)
   >>> up.weight.shape
-  (4, 4, 3, 16)
-  >>> up(jnp.ones((1, 4, 4, 16))).shape
+  (3, 3, 3, 4)
+  >>> up(jnp.ones((1, 4, 4, 4))).shape
   (1, 8, 8, 3)
 
   Args:

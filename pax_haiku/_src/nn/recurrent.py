@@ -99,11 +99,11 @@ class RNN(haiku_bridge.HaikuModule):
 class VanillaRNN(RNN):
   """A simple RNN core (`hk.VanillaRNN`): `h = tanh(W_i x + W_h h + b)`.
 
-  >>> rnn = pax.VanillaRNN(3, 5)
+  >>> rnn = pax.VanillaRNN(3, 4)
   >>> state = rnn.initial_state(2)
   >>> state, h = rnn(state, jnp.ones((2, 3)))
   >>> h.shape, sorted(rnn.params)
-  ((2, 5), ['vanilla_rnn/linear', 'vanilla_rnn/linear_1'])
+  ((2, 4), ['vanilla_rnn/linear', 'vanilla_rnn/linear_1'])
 
   Args:
     input_dim: input size.
