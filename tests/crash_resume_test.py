@@ -1,0 +1,171 @@
+"""Crash safety: SIGKILL the training binary 20 times, resume, compare bits.
+
+A reference run trains configs/smoke.py without interruption. Then one
+workdir at a time is trained by `tests/reliability_crash_runner.py`
+subprocesses that die by SIGKILL at seeded random moments: either after a
+random delay (anywhere: model building, restoring, training, evaluating,
+writing metrics or checkpoints), or forced at a chosen phase inside a
+checkpoint save (half-written arrays, missing or half-written metadata,
+before or after the atomic rename, while pruning old checkpoints). Each kill
+is followed by a restart in the same workdir; a workdir whose run finishes is
+compared with the reference and a new one is started. After 20 kills the last
+workdir is run to completion. Every finished workdir must hold the reference's
+final checkpoint bit for bit (model, optimizer and data position).
+
+Restarts share a persistent JAX compilation cache, so that a restart costs
+seconds rather than recompiling.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from absl import logging
+from absl.testing import absltest
+import numpy as np
+
+from tools.trainer import checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+RUNNER = os.path.join(ROOT, "tests", "reliability_crash_runner.py")
+PHASES = ("arrays_half", "metadata_empty", "metadata_half", "before_rename",
+          "after_rename", "during_prune")
+NUM_KILLS = 20
+NUM_STEPS = 100  # configs/smoke.py: checkpoints every 20 steps, keeps 3.
+CHECKPOINT_EVERY = 20
+SEED = 20240601
+
+
+def final_checkpoint(workdir):
+  directory = os.path.join(workdir, "checkpoints")
+  step = checkpoint.latest_step(directory)
+  path = checkpoint.checkpoint_path(directory, step)
+  with np.load(os.path.join(path, checkpoint.ARRAYS_FILE)) as data:
+    leaves = [data[k] for k in sorted(data.files)]
+  with open(os.path.join(path, checkpoint.METADATA_FILE)) as f:
+    user = json.load(f)["user"]
+  return step, leaves, user
+
+
+class CrashResumeTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = self.create_tempdir().full_path
+    self.env = dict(
+        os.environ, PYTHONPATH=ROOT,
+        JAX_COMPILATION_CACHE_DIR=os.path.join(self.tmp, "jax_cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    self.runs = 0
+
+  def start(self, workdir, kill):
+    """Starts a runner; returns (process, ready_file)."""
+    self.runs += 1
+    ready = os.path.join(self.tmp, f"ready_{self.runs}")
+    log = open(os.path.join(self.tmp, f"run_{self.runs}.log"), "w")
+    proc = subprocess.Popen(
+        [sys.executable, RUNNER, workdir, ready, kill], stdout=log,
+        stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+    log.close()
+    return proc, ready
+
+  def log_tail(self):
+    with open(os.path.join(self.tmp, f"run_{self.runs}.log")) as f:
+      return f.read()[-3000:]
+
+  def run_to_completion(self, workdir):
+    proc, _ = self.start(workdir, "none")
+    self.assertEqual(proc.wait(timeout=300), 0, self.log_tail())
+
+  def kill_after_delay(self, workdir, delay):
+    """Kills the runner `delay` s after it is ready; True if it was killed."""
+    proc, ready = self.start(workdir, "none")
+    deadline = time.monotonic() + 300
+    while not os.path.exists(ready) and proc.poll() is None:
+      self.assertLess(time.monotonic(), deadline)
+      time.sleep(0.02)
+    try:
+      proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+      proc.send_signal(signal.SIGKILL)
+      self.assertEqual(proc.wait(timeout=60), -signal.SIGKILL)
+      return True
+    self.assertEqual(proc.returncode, 0, self.log_tail())
+    return False
+
+  def kill_inside_save(self, workdir, save_index, phase):
+    proc, _ = self.start(workdir, f"{save_index}:{phase}")
+    self.assertEqual(proc.wait(timeout=300), -signal.SIGKILL,
+                     self.log_tail())
+
+  def assert_same_as_reference(self, workdir, reference):
+    step, leaves, user = final_checkpoint(workdir)
+    ref_step, ref_leaves, ref_user = reference
+    self.assertEqual(step, ref_step)
+    self.assertLen(leaves, len(ref_leaves))
+    for a, b in zip(leaves, ref_leaves):
+      self.assertEqual(a.dtype, b.dtype)
+      np.testing.assert_array_equal(a, b)  # Bit-identical (same dtype).
+      self.assertEqual(a.tobytes(), b.tobytes())
+    self.assertEqual(user, ref_user)
+    records = [json.loads(l) for l in open(os.path.join(workdir,
+                                                        "metrics.jsonl"))]
+    steps = [r["step"] for r in records]
+    self.assertEqual(steps, sorted(steps))
+    self.assertEqual(max(steps), NUM_STEPS)
+
+  def test_twenty_kills_resume_bit_identical(self):
+    start_time = time.monotonic()
+    reference_dir = os.path.join(self.tmp, "reference")
+    self.run_to_completion(reference_dir)
+    reference = final_checkpoint(reference_dir)
+    self.assertEqual(reference[0], NUM_STEPS)
+
+    rng = random.Random(SEED)
+    kills = []
+    finished = []
+    chain = 0
+    workdir = os.path.join(self.tmp, "chain_0")
+    while len(kills) < NUM_KILLS:
+      latest = checkpoint.latest_step(os.path.join(workdir, "checkpoints"))
+      remaining = (NUM_STEPS - (latest or 0)) // CHECKPOINT_EVERY
+      if remaining == 0:  # Done: the last kill came after the final save.
+        self.run_to_completion(workdir)
+        finished.append(workdir)
+        chain += 1
+        workdir = os.path.join(self.tmp, f"chain_{chain}")
+        continue
+      if rng.random() < 0.5:
+        phase = rng.choice(PHASES)
+        index = rng.randint(1, remaining)
+        self.kill_inside_save(workdir, index, phase)
+        kills.append(f"chain {chain} from step {latest}: save #{index} at "
+                     f"{phase}")
+      else:
+        delay = rng.uniform(0.0, 4.0)
+        if self.kill_after_delay(workdir, delay):
+          kills.append(f"chain {chain} from step {latest}: {delay:.2f} s "
+                       "after start")
+        else:  # It finished before the timer: compare and start a new one.
+          finished.append(workdir)
+          chain += 1
+          workdir = os.path.join(self.tmp, f"chain_{chain}")
+    self.run_to_completion(workdir)
+    finished.append(workdir)
+    logging.warning("%d kills over %d runs, %d finished workdirs, %.0f s:\n  %s",
+                 len(kills), self.runs, len(finished),
+                 time.monotonic() - start_time, "\n  ".join(kills))
+    for w in finished:
+      self.assert_same_as_reference(w, reference)
+    self.assertGreaterEqual(
+        sum(1 for k in kills if " at " in k), 5,
+        "too few kills inside checkpoint writes")
+
+
+if __name__ == "__main__":
+  absltest.main()
