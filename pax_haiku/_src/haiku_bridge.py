@@ -145,6 +145,12 @@ class HaikuModule(module_lib.Module):
       for bundle in tree:
         for name, value in tree[bundle].items():
           attr = self._haiku_attr_name(bundle, name, role)
+          if any(attr == a for a, _, _, _ in leaves):
+            raise ValueError(
+                f"`{type(self).__name__}` maps two Haiku leaves to the "
+                f"attribute `{attr}` (the second is {bundle}/{name}).\nFix: "
+                "make `_haiku_attr_name` return distinct names, e.g. include "
+                "the bundle path.")
           leaves.append((attr, bundle, name, role))
           setattr(self, attr, value)
     top = _top_level(b for _, b, _, _ in leaves)
@@ -183,7 +189,8 @@ class HaikuModule(module_lib.Module):
     updates = {}
     if spec.needs_rng:
       next_key, rng = jax.random.split(self.__dict__[RNG_NAME])
-      updates[RNG_NAME] = next_key
+      if self.training:  # Eval calls are repeatable and need no pure.
+        updates[RNG_NAME] = next_key
     if spec.pass_training and "is_training" not in kwargs:
       kwargs["is_training"] = self.training
     try:

@@ -503,15 +503,19 @@ def _own_leaves(module: Module) -> List[Tuple[str, Any]]:
 
 def _summary_lines(module: Module) -> List[str]:
   head = repr(module)
+  n_params = _count(module.parameters())
+  n_state = _count(module) - n_params
+  counts = []
+  if n_params or n_state:
+    counts.append(f"{n_params} params")
+  if n_state:
+    counts.append(f"{n_state} state")
   own = _own_leaves(module)
-  subtree_params = _count(module.parameters())
-  if own:
-    desc = ", ".join(f"{n} {tuple(np.shape(v))}" for n, v in own)
-    own_count = sum(int(np.size(v)) for _, v in own)
-    head += f"  # {own_count} params: {desc}" if len(
-        module.submodules()) == 0 else f"  # {subtree_params} params"
-  elif module.submodules():
-    head += f"  # {subtree_params} params"
+  if counts:
+    head += "  # " + ", ".join(counts)
+    if own and not module.submodules():
+      desc = [f"{n} {tuple(np.shape(v))}" for n, v in own[:4]]
+      head += ": " + ", ".join(desc) + (", ..." if len(own) > 4 else "")
   lines = [head]
   subs = module.submodules()
   for i, sub in enumerate(subs):
@@ -670,3 +674,5 @@ def assert_structure_equal(a: Any, b: Any) -> None:
 from pax_haiku._src import haiku_naming as _naming  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _naming.register_module_type(Module)
+# Subclasses without their own `__init__` inherit this wrapped one.
+Module.__init__ = _wrap_init(Module.__init__)

@@ -17,22 +17,3 @@ def relative_attr(bundle: str, name: str) -> str:
   if rest.startswith("~/"):
     rest = rest[2:]
   return f"{rest}/{name}" if rest else name
-
-
-def call_without_rng(module, *args, **kwargs):
-  """Runs a Haiku-backed module's function without touching its RNG key.
-
-  For eval-mode calls of nets whose Haiku function only draws random numbers
-  in training mode (dropout): `HaikuModule.__call__` advances the held key on
-  every call, even in eval mode, which would force `pax.purecall` for plain
-  inference. The function gets `rng=None`, so a function that does need a
-  key in eval mode fails with Haiku's missing-RNG error.
-  """
-  from pax_haiku._src import haiku_bridge  # pylint: disable=g-import-not-at-top
-  spec = module._require_initialized()  # pylint: disable=protected-access
-  params, state = module.haiku_dicts()
-  if spec.pass_training:
-    kwargs.setdefault("is_training", module.training)
-  transformed = haiku_bridge._transformed(spec.fn)  # pylint: disable=protected-access
-  out, _ = transformed.apply(params, state, None, *args, **kwargs)
-  return out

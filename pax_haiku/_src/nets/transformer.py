@@ -97,8 +97,6 @@ class Transformer(haiku_bridge.HaikuModule):
       raise _checks.input_error(self, f"(B, T, {self.dim})", h,
                                 "pass embeddings of size dim.")
     _check_mask(self, mask, jnp.shape(h)[:2])
-    if not self.training and self._haiku_spec.needs_rng:
-      return _common.call_without_rng(self, h, mask=mask)
     return super().__call__(h, mask=mask)
 
   def _repr_info(self) -> Dict[str, Any]:
@@ -175,8 +173,6 @@ class TransformerLM(haiku_bridge.HaikuModule):
       raise TypeError(f"{self!r} expects integer token ids, got dtype "
                       f"{jnp.result_type(tokens)}.")
     _check_mask(self, mask, shape)
-    if not self.training and self._haiku_spec.needs_rng:
-      return _common.call_without_rng(self, tokens, mask=mask)
     return super().__call__(tokens, mask=mask)
 
   def _repr_info(self) -> Dict[str, Any]:

@@ -36,11 +36,6 @@ class Identity(module_lib.Module):
   Array([1., 1.], dtype=float32)
   """
 
-  def __init__(self, *, name: str = None):
-    # An explicit __init__: `Module.__init__` itself is not wrapped by
-    # `_wrap_init`, so a subclass without one cannot be constructed.
-    super().__init__(name=name)
-
   def __call__(self, x: Any) -> Any:
     return x
 
