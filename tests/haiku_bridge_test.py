@@ -115,6 +115,27 @@ class FromHaikuTest(parameterized.TestCase):
     np.testing.assert_array_equal(y1, y1_again)  # Deterministic from state.
     with self.assertRaisesRegex(ValueError, "purecall"):
       drop(jnp.ones((100,)))
+    # Eval mode keeps the key: inference needs no pure and is repeatable.
+    ev = drop.eval()
+    np.testing.assert_array_equal(ev(jnp.ones((100,))), ev(jnp.ones((100,))))
+
+  def test_module_without_init_and_duplicate_attr_names(self):
+    class Empty(pax.Module):
+      pass
+
+    self.assertEqual(jax.tree_util.tree_leaves(Empty()), [])
+
+    class Clash(pax.HaikuModule):
+
+      def __init__(self):
+        super().__init__()
+        self._init_haiku(mlp, (X,), {}, KEY)
+
+      def _haiku_attr_name(self, bundle, name, role):
+        return name  # Both MLP layers have a `w`.
+
+    with self.assertRaisesRegex(ValueError, "two Haiku leaves.*attribute `w`"):
+      Clash()
 
   def test_rng_needed_only_after_init_is_a_clear_error(self):
     def sometimes(x, use_noise=False):
