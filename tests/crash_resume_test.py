@@ -2,9 +2,9 @@
 
 A reference run trains configs/smoke.py without interruption. Then one
 workdir at a time is trained by `tests/reliability_crash_runner.py`
-subprocesses that die by SIGKILL at seeded random moments: either after a
-random delay (anywhere: model building, restoring, training, evaluating,
-writing metrics or checkpoints), or forced at a chosen phase inside a
+subprocesses that die by SIGKILL at seeded random moments: either a random
+delay after the training loop starts (training, evaluating, writing metrics
+or checkpoints, or after the run ended), or forced at a chosen phase inside a
 checkpoint save (half-written arrays, missing or half-written metadata,
 before or after the atomic rename, while pruning old checkpoints). Each kill
 is followed by a restart in the same workdir; a workdir whose run finishes is
@@ -83,7 +83,7 @@ class CrashResumeTest(absltest.TestCase):
     self.assertEqual(proc.wait(timeout=300), 0, self.log_tail())
 
   def kill_after_delay(self, workdir, delay):
-    """Kills the runner `delay` s after it is ready; True if it was killed."""
+    """Kills the runner `delay` s into its training loop; True if killed."""
     proc, ready = self.start(workdir, "none")
     deadline = time.monotonic() + 300
     while not os.path.exists(ready) and proc.poll() is None:
@@ -147,10 +147,10 @@ class CrashResumeTest(absltest.TestCase):
         kills.append(f"chain {chain} from step {latest}: save #{index} at "
                      f"{phase}")
       else:
-        delay = rng.uniform(0.0, 4.0)
+        delay = rng.uniform(0.0, 1.5)
         if self.kill_after_delay(workdir, delay):
           kills.append(f"chain {chain} from step {latest}: {delay:.2f} s "
-                       "after start")
+                       "into the loop")
         else:  # It finished before the timer: compare and start a new one.
           finished.append(workdir)
           chain += 1

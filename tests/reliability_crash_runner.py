@@ -3,8 +3,9 @@
 Usage:
   python tests/reliability_crash_runner.py WORKDIR READY_FILE KILL [KEY=VALUE...]
 
-Touches READY_FILE just before `train_and_evaluate` starts (after the imports),
-so that a parent can time a kill from there. KILL is `none`, or
+Touches READY_FILE when the training loop is about to start (after the
+imports, model building and restoring the latest checkpoint), so that a
+parent can time a kill from there. KILL is `none`, or
 `<k>:<phase>`: during the k-th checkpoint save of this process, die with
 SIGKILL at `<phase>`, one of PHASES. KEY=VALUE pairs override config keys
 (values are Python literals), e.g. `num_steps=60`.
@@ -109,8 +110,15 @@ def main():
     if phase not in PHASES:
       raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
     _install_kill(int(index), phase)
-  with open(ready_file, "w") as f:
-    f.write("ready")
+  original_restore_latest = checkpoint.restore_latest
+
+  def restore_latest(*args, **kwargs):
+    restored = original_restore_latest(*args, **kwargs)
+    with open(ready_file, "w") as f:
+      f.write("ready")
+    return restored
+
+  checkpoint.restore_latest = restore_latest
   result = train_lib.train_and_evaluate(config, workdir)
   print(f"RUNNER_DONE step {result['step']}", flush=True)
 
