@@ -276,6 +276,16 @@ class HaikuDictTest(parameterized.TestCase):
       net.update_parameters({"linear": {"w": jnp.ones((3, 3)),
                                         "b": net.bias}})
 
+  def test_dtype_mismatch_and_missing_directory(self):
+    net = pax.Linear(3, 2)
+    with self.assertRaisesRegex(ValueError,
+                                r"(?s)dtype int32 but the module expects "
+                                r"float32.*astype"):
+      net.update_parameters({"linear": {"w": jnp.ones((3, 2), jnp.int32),
+                                        "b": net.bias}})
+    with self.assertRaisesRegex(ValueError, "(?s)does not exist.*makedirs"):
+      pax.save("/nonexistent_dir_pax/net.npz", net)
+
   def test_save_load_interoperates_with_plain_haiku(self):
     tmp = self.create_tempdir().full_path
     net = Net()

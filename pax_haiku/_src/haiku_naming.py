@@ -216,6 +216,14 @@ def update_from_haiku(module: Any, mapping: Mapping[str, Mapping[str, Any]],
           f"{what}[{key[0]!r}][{key[1]!r}] has shape {tuple(shape)} but the "
           f"module expects {tuple(old_shape)}.\nFix: load weights of the "
           "same architecture (check layer sizes).")
+    old_dtype = getattr(leaves[i], "dtype", None)
+    dtype = getattr(value, "dtype", None)
+    if old_dtype is not None and dtype is not None and dtype != old_dtype:
+      raise ValueError(
+          f"{what}[{key[0]!r}][{key[1]!r}] has dtype {dtype} but the module "
+          f"expects {old_dtype}.\nFix: cast first, e.g. "
+          f"`jax.tree_util.tree_map(lambda x: x.astype(jnp.{old_dtype}), "
+          f"{what})`.")
     new[i] = value
   return treedef.unflatten(new)
 

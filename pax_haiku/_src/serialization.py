@@ -30,6 +30,11 @@ def save_haiku(path: str, params: Mapping[str, Mapping[str, Any]],
         arrays[_SEP.join((role, bundle, name))] = np.asarray(
             jax.device_get(value))
   directory = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise ValueError(
+        f"Cannot save to {path!r}: the directory {directory!r} does not "
+        f"exist.\nFix: create it first (os.makedirs({directory!r}, "
+        "exist_ok=True)) or pass another path.")
   fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
