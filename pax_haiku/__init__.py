@@ -7,6 +7,7 @@
 """
 
 from pax_haiku import nets
+from pax_haiku import sharding
 from pax_haiku import utils
 from pax_haiku._src.context import next_rng_key
 from pax_haiku._src.context import seed_rng_key
@@ -123,6 +124,7 @@ __all__ = (
     "seed_rng_key",
     "select_parameters",
     "Sequential",
+    "sharding",
     "to_haiku",
     "unfreeze_parameters",
     "unwrap_mp_policy",

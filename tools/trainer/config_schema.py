@@ -13,6 +13,10 @@ DATASETS = ("digits", "chars")
 MODELS = {"mlp": "digits", "cnn": "digits", "lstm": "chars",
           "transformer": "chars"}
 OPTIMIZERS = ("adam", "adamw", "sgd")
+PARAM_SHARDINGS = ("replicated", "sharded")
+# Keys that choose where the computation runs, not what it computes: a
+# checkpoint resumes under other values without a "different config" warning.
+LAYOUT_KEYS = ("num_devices", "param_sharding")
 
 MODEL_CONFIG_KEYS = {
     "mlp": {"hidden_sizes": (256, 256), "dropout": 0.0},
@@ -49,6 +53,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.max_bytes = 0  # chars only: 0 = whole corpus
   c.eval_batches = 8  # chars only: held-out windows = eval_batches*batch_size
   c.plot = True
+  # Data parallelism (docs/scaling.md). `batch_size` is the global batch,
+  # split evenly over the devices, so results do not depend on their number.
+  c.num_devices = 0  # 0 = all devices (of every process in a multi-host job)
+  # "replicated": a full copy of the parameters and optimizer state on every
+  # device; "sharded": large leaves split over the devices (ZeRO/FSDP style).
+  c.param_sharding = "replicated"
   return c
 
 
@@ -120,6 +130,13 @@ def validate(config: Any) -> None:
           f"{config.warmup_steps!r}")
     check(isinstance(config.max_bytes, int) and config.max_bytes >= 0,
           f"`max_bytes` must be an integer >= 0, got {config.max_bytes!r}")
+    check(isinstance(config.num_devices, int) and
+          not isinstance(config.num_devices, bool) and config.num_devices >= 0,
+          "`num_devices` must be an integer >= 0 (0 = all devices), got "
+          f"{config.num_devices!r}")
+    check(config.param_sharding in PARAM_SHARDINGS,
+          f"`param_sharding` must be one of {list(PARAM_SHARDINGS)}, got "
+          f"{config.param_sharding!r}")
     if not errors:
       k = config.steps_per_call
       for name in ("num_steps", "eval_every", "checkpoint_every", "log_every"):
@@ -135,3 +152,8 @@ def validate(config: Any) -> None:
 
 def to_dict(config: Any) -> Dict[str, Any]:
   return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def hashed_dict(config: Any) -> Dict[str, Any]:
+  """`to_dict(config)` without `LAYOUT_KEYS`: what a config hash covers."""
+  return {k: v for k, v in to_dict(config).items() if k not in LAYOUT_KEYS}

@@ -7,16 +7,32 @@ steps (model, optimizer, data position; atomic, last N kept), logs speed and
 metrics (console, metrics.jsonl, TensorBoard events) and writes a PNG of the
 curves at the end. Rerunning with the same workdir resumes from the latest
 good checkpoint and ends bit-identical to an uninterrupted run (on CPU).
+
+Scale-out (docs/scaling.md): the loop runs on a 1-D device mesh
+(`pax.sharding.make_mesh(config.num_devices)`, all devices by default). Each
+chunk of K batches `(K, B, ...)` is split over the devices on its batch axis;
+the model and optimizer are replicated (or, with
+`config.param_sharding = "sharded"`, their large leaves split), and `jax.jit`
+partitions the step (GSPMD). `config.batch_size` is the global batch, so the
+same config gives the same curve on 1 or 8 devices (up to float summation
+order). In a multi-process job (`jax.distributed`, see tools/train.py) every
+process runs this same function on a workdir they all see: every process
+builds the same global batches and copies only its own devices' slices;
+only process 0 writes metrics, config.json, plots and checkpoints (arrays
+split across processes are gathered first); all processes restore from the
+same checkpoint. Checkpoints hold plain host arrays, so a run saved on N
+devices resumes on any other number.
 """
 
 import json
 import math
 import os
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Tuple
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -36,7 +52,9 @@ def _check_workdir(workdir: str) -> str:
   workdir = os.path.abspath(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    # One probe per process: the processes of a multi-host job share workdir.
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}."
+                         f"{jax.process_index()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -70,27 +88,113 @@ class _Task:
       self.eval_name = "test"
 
 
-def _to_device(chunk: Any) -> Any:
-  return jax.tree_util.tree_map(jnp.asarray, chunk)
+def make_mesh(config: Any) -> jax.sharding.Mesh:
+  """The device mesh for `config` (`num_devices`; 0 = all devices).
+
+  Raises:
+    ValueError: if `num_devices` asks for more devices than there are, or
+      `batch_size` does not split evenly over the devices.
+  """
+  try:
+    mesh = pax.sharding.make_mesh(config.num_devices)
+  except ValueError as e:
+    raise ValueError(f"config.num_devices={config.num_devices}: {e}") from e
+  try:
+    pax.sharding.check_batch_size(config.batch_size, mesh,
+                                  "batch size (config.batch_size)")
+  except ValueError as e:
+    raise ValueError(
+        f"{e}\nSet --config.batch_size or --config.num_devices (0 = all "
+        f"{jax.device_count()} devices).") from e
+  return mesh
 
 
-def train_and_evaluate(config: Any, workdir: str) -> Dict[str, float]:
+def place(tree: Any, mesh: jax.sharding.Mesh, config: Any) -> Any:
+  """Puts the model/optimizer on `mesh` as `config.param_sharding` says."""
+  if config.param_sharding == "sharded":
+    return pax.sharding.shard_params(tree, mesh)
+  return pax.sharding.replicate(tree, mesh)
+
+
+def make_train_chunk(config: Any, mesh: jax.sharding.Mesh, model: Any,
+                     optimizer: Any) -> Callable[..., Tuple[Any, Any, Any]]:
+  """The jitted `train_chunk(model, optimizer, batches)`.
+
+  It runs `batches.shape[0]` steps (one `jax.lax.scan` over
+  `pax.build_update_fn(loss_fn, scan_mode=True)`) and returns the new model
+  and optimizer, laid out as the given (placed) `model` and `optimizer`, and
+  the mean of each aux metric over the steps (replicated).
+  """
+  update_fn = pax.build_update_fn(models.loss_fn_for(config), scan_mode=True)
+
+  def train_chunk(model, optimizer, batches):
+    (model, optimizer), aux = jax.lax.scan(update_fn, (model, optimizer),
+                                           batches, unroll=config.scan_unroll)
+    return model, optimizer, jax.tree_util.tree_map(jnp.mean, aux)
+
+  out_shardings = (pax.sharding.shardings_of(model),
+                   pax.sharding.shardings_of(optimizer),
+                   pax.sharding.replicated_sharding(mesh))
+  return jax.jit(train_chunk, out_shardings=out_shardings)
+
+
+def shard_chunk(chunk: Any, mesh: jax.sharding.Mesh) -> Any:
+  """A `(K, B, ...)` chunk of K global batches, split over the batch axis."""
+  return pax.sharding.shard_batch(chunk, mesh, batch_axis=1)
+
+
+def _place_eval_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Splits an eval batch over the devices, or replicates it if it can't."""
+  size = jax.tree_util.tree_leaves(batch)[0].shape[0]
+  if size % mesh.size == 0:
+    return pax.sharding.shard_batch(batch, mesh)
+  return pax.sharding.replicate(batch, mesh)
+
+
+def _agree_on_restored_step(step: int, ckpt_dir: str) -> None:
+  """Checks that every process restored the same checkpoint (-1: none).
+
+  Every process sees every step, so they all stop together on a mismatch
+  instead of some of them waiting forever in the first collective.
+  """
+  if jax.process_count() == 1:
+    return
+  steps = np.asarray(multihost_utils.process_allgather(np.int64(step)))
+  steps = [int(s) for s in steps.reshape(-1)]
+  if len(set(steps)) > 1:
+    found = ", ".join(f"process {i}: {'none' if s < 0 else s}"
+                      for i, s in enumerate(steps))
+    raise ValueError(
+        f"The processes found different latest checkpoints in {ckpt_dir} "
+        f"({found}).\nLikely cause: the workdir is not on a filesystem that "
+        "every process sees.\nFix: pass a --workdir on shared storage (the "
+        "same path on every host).")
+
+
+def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
   """Trains per `config`, resuming from `workdir` if it has checkpoints.
+
+  In a multi-process job, call it on every process with the same config and
+  workdir (after `pax.sharding.initialize_distributed`).
 
   Returns:
     The final evaluation metrics, e.g. `{"loss": ..., "accuracy": ...}`, plus
-    `step` and the paths of the checkpoint, metrics and plot.
+    `step`, `num_devices`, `process_count` and the paths of the checkpoint,
+    metrics and plot.
   """
   config_schema.validate(config)
   workdir = _check_workdir(workdir)
+  mesh = make_mesh(config)
+  is_chief = jax.process_index() == 0
   ckpt_dir = os.path.join(workdir, "checkpoints")
   task = _Task(config)
   model = models.build_model(config)
   optimizer = pax.from_optax(models.make_optimizer(config))(model.parameters())
-  config_hash = checkpoint.json_sha256(config_schema.to_dict(config))
+  config_hash = checkpoint.json_sha256(config_schema.hashed_dict(config))
 
   start_step = 0
   restored = checkpoint.restore_latest(ckpt_dir, like=(model, optimizer))
+  _agree_on_restored_step(-1 if restored is None else restored.step, ckpt_dir)
   if restored is not None:
     if restored.metadata.get("config_hash") != config_hash:
       logging.warning("Resuming from %s, written with a different config.",
@@ -98,30 +202,32 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, float]:
     model, optimizer = restored.tree
     start_step = restored.step
     task.train.restore(restored.metadata["data"])
-    print(f"Resumed from {restored.path} (step {start_step}).", flush=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(config_schema.to_dict(config), f, indent=2, default=str)
+    if is_chief:
+      print(f"Resumed from {restored.path} (step {start_step}).", flush=True)
+  # Host arrays (fresh or restored) -> the mesh; any device count works.
+  model, optimizer = place((model, optimizer), mesh, config)
+  if is_chief:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(config_schema.to_dict(config), f, indent=2, default=str)
 
-  update_fn = pax.build_update_fn(models.loss_fn_for(config), scan_mode=True)
-
-  @jax.jit
-  def train_chunk(model, optimizer, batches):
-    (model, optimizer), aux = jax.lax.scan(update_fn, (model, optimizer),
-                                           batches, unroll=config.scan_unroll)
-    return model, optimizer, jax.tree_util.tree_map(jnp.mean, aux)
-
-  eval_step = jax.jit(models.eval_fn_for(config))
+  train_chunk = make_train_chunk(config, mesh, model, optimizer)
+  eval_step = jax.jit(models.eval_fn_for(config),
+                      out_shardings=pax.sharding.replicated_sharding(mesh))
+  eval_sets = [(_place_eval_batch(batch, mesh),
+                _place_eval_batch(np.asarray(mask), mesh))
+               for batch, mask in task.eval_sets]
 
   def evaluate(model) -> Dict[str, float]:
     sums = None
-    for batch, mask in task.eval_sets:
-      out = eval_step(model, _to_device(batch), jnp.asarray(mask))
+    for batch, mask in eval_sets:
+      out = eval_step(model, batch, mask)
       sums = out if sums is None else jax.tree_util.tree_map(
           jnp.add, sums, out)
-    return models.summarize(jax.device_get(sums))
+    return models.summarize(pax.sharding.to_host(sums))
 
   writer = metrics_lib.MetricWriter(
-      workdir, resume_step=start_step if restored is not None else None)
+      workdir, enabled=is_chief,
+      resume_step=start_step if restored is not None else None)
   k = config.steps_per_call
   logger = metrics_lib.ProgressLogger(
       config.num_steps, examples_per_step=config.batch_size,
@@ -130,14 +236,19 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, float]:
   last_eval: Dict[str, float] = {}
 
   def save(step):
-    checkpoint.save(ckpt_dir, step, (model, optimizer),
-                    {"data": task.train.state(), "config_hash": config_hash},
-                    keep=config.keep_checkpoints)
+    # Every process takes part (arrays split across processes are gathered);
+    # only process 0 writes.
+    host_tree = pax.sharding.to_host((model, optimizer))
+    if is_chief:
+      checkpoint.save(ckpt_dir, step, host_tree,
+                      {"data": task.train.state(), "config_hash": config_hash},
+                      keep=config.keep_checkpoints)
 
   t0 = time.monotonic()
   while step < config.num_steps:
-    chunk = _to_device(task.train.next_chunk(k))
+    chunk = shard_chunk(task.train.next_chunk(k), mesh)
     new_model, new_optimizer, aux = train_chunk(model, optimizer, chunk)
+    aux = pax.sharding.to_host(aux)
     loss = float(aux["loss"])
     if not math.isfinite(loss):
       raise NonFiniteLossError(
@@ -150,24 +261,31 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, float]:
     train_metrics = {f"train/{n}": float(v) for n, v in aux.items()}
     if step % config.log_every == 0 or step == config.num_steps:
       writer.write(step, train_metrics)
-      logger.log(step, {n.split("/")[1]: v for n, v in train_metrics.items()})
+      if is_chief:
+        logger.log(step, {n.split("/")[1]: v
+                          for n, v in train_metrics.items()})
     if step % config.eval_every == 0 or step == config.num_steps:
       last_eval = evaluate(model)
       writer.write(step, {f"{task.eval_name}/{n}": v
                           for n, v in last_eval.items()})
-      print(f"step {step}: {task.eval_name} " + ", ".join(
-          f"{n} {v:.4f}" for n, v in last_eval.items()), flush=True)
+      if is_chief:
+        print(f"step {step}: {task.eval_name} " + ", ".join(
+            f"{n} {v:.4f}" for n, v in last_eval.items()), flush=True)
     if step % config.checkpoint_every == 0 or step == config.num_steps:
       save(step)
   if not last_eval:
     last_eval = evaluate(model)
   writer.close()
   plot_path = os.path.join(workdir, "curves.png")
-  if config.plot:
+  if config.plot and is_chief:
     from tools.trainer import plotting  # pylint: disable=g-import-not-at-top
     plotting.plot_workdir(workdir)
-  result = dict(last_eval)
+  if jax.process_count() > 1:
+    # The others wait until process 0 has written everything.
+    multihost_utils.sync_global_devices("pax_haiku.train_and_evaluate.end")
+  result: Dict[str, Any] = dict(last_eval)
   result.update(step=step, seconds=time.monotonic() - t0,
+                num_devices=mesh.size, process_count=jax.process_count(),
                 checkpoint=checkpoint.checkpoint_path(ckpt_dir, step)
                 if checkpoint.latest_step(ckpt_dir) is not None else None,
                 metrics=os.path.join(workdir, "metrics.jsonl"),
