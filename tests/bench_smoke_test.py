@@ -1,0 +1,96 @@
+"""Smoke test of the benchmark command (`python3 -m tools.bench.run_all`).
+
+Runs the quick mode on the smallest workload (W1) for pax_haiku against raw
+Haiku only, through the real command line, and checks the report's shape and
+one real property: pax_haiku's jitted train step compiles to exactly as many
+HLO instructions as the hand-written Haiku + optax step. No timing is
+asserted (the numbers of a quick run on a shared machine mean nothing).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+
+
+
+def _repo_root() -> str:
+  """The tree holding tools/bench: the runfiles tree if the test target
+  depends on //tools/bench, else the source tree this file comes from."""
+  for path in (os.path.abspath(__file__), os.path.realpath(__file__)):
+    root = os.path.dirname(os.path.dirname(path))
+    if os.path.exists(os.path.join(root, "tools", "bench", "run_all.py")):
+      return root
+  raise FileNotFoundError("tools/bench/run_all.py not found next to tests/")
+
+
+_ROOT = _repo_root()
+
+# The columns of every workload table in BENCHMARKS.md.
+_COLUMNS = ("framework", "eager step (ms)", "eager ×", "fused scan (ms/step)",
+            "scan ×", "compile (s)", "compile ×", "HLO instr.", "HLO ×",
+            "flatten+unflatten (µs)", "flatten ×", "params out+in (µs)",
+            "first loss")
+
+
+class BenchSmokeTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.md_path = os.path.join(cls.tmp, "BENCHMARKS.md")
+    cls.json_path = os.path.join(cls.tmp, "bench.json")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+    cls.proc = subprocess.run(
+        [sys.executable, "-m", "tools.bench.run_all", "--quick",
+         "--workloads=W1", "--frameworks=haiku,pax_haiku",
+         f"--out={cls.md_path}", f"--json={cls.json_path}"],
+        cwd=_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        check=False)
+
+  def test_command_succeeds_and_writes_files(self):
+    self.assertEqual(self.proc.returncode, 0,
+                     msg=self.proc.stdout[-3000:] + self.proc.stderr[-3000:])
+    self.assertTrue(os.path.exists(self.md_path))
+    self.assertTrue(os.path.exists(self.json_path))
+
+  def test_table_has_expected_columns_and_rows(self):
+    with open(self.md_path) as f:
+      lines = f.read().splitlines()
+    header = "| " + " | ".join(_COLUMNS) + " |"
+    self.assertIn(header, lines)
+    start = lines.index(header)
+    self.assertEqual(lines[start + 1], "|" + "---|" * len(_COLUMNS))
+    rows = lines[start + 2:start + 4]
+    self.assertEqual([r.split("|")[1].strip() for r in rows],
+                     ["haiku", "pax_haiku"])
+    for row in rows:
+      self.assertLen(row.strip().strip("|").split("|"), len(_COLUMNS))
+    self.assertEqual(lines[start + 4], "")  # Only the two rows asked for.
+    self.assertIn("## pax_haiku against its targets", "\n".join(lines))
+
+  def test_pax_haiku_hlo_equals_raw_haiku(self):
+    with open(self.json_path) as f:
+      results = json.load(f)
+    rows = results["workloads"]["W1"]["rows"]
+    self.assertEqual(set(rows), {"haiku", "pax_haiku"})
+    self.assertGreater(rows["haiku"]["hlo_instructions"], 0)
+    self.assertEqual(rows["pax_haiku"]["hlo_instructions"],
+                     rows["haiku"]["hlo_instructions"])
+    self.assertEqual(rows["pax_haiku"]["scan_hlo_instructions"],
+                     rows["haiku"]["scan_hlo_instructions"])
+    # Same weights, same batch: the same first loss.
+    self.assertAlmostEqual(rows["pax_haiku"]["first_loss"],
+                           rows["haiku"]["first_loss"], places=5)
+    # Peers not requested are not run (and not reported as skipped).
+    self.assertEqual(results["meta"]["skipped"], {})
+
+
+if __name__ == "__main__":
+  absltest.main()
