@@ -251,10 +251,13 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
     aux = pax.sharding.to_host(aux)
     loss = float(aux["loss"])
     if not math.isfinite(loss):
+      last = checkpoint.latest_step(ckpt_dir)
+      kept = (f"The last good checkpoint (step {last}) in {ckpt_dir} is kept."
+              if last is not None else
+              "No checkpoint had been written yet, so nothing was saved.")
       raise NonFiniteLossError(
           f"Training loss became {loss} in steps {step + 1}..{step + k}. "
-          f"The last good checkpoint (step {checkpoint.latest_step(ckpt_dir)}) "
-          f"in {ckpt_dir} is kept.\nFix: lower `learning_rate` (now "
+          f"{kept}\nFix: lower `learning_rate` (now "
           f"{config.learning_rate}) or `grad_clip`, then rerun to resume.")
     model, optimizer = new_model, new_optimizer
     step += k
