@@ -411,7 +411,7 @@ API_CASES = (
          lambda _: pax.pure(lambda m: (m, m))(_net())),
     Case("replace_unknown_attribute", "Module.replace", "`replace(foo=1)`",
          ValueError, r"`Linear` has no attribute `foo`.*\(in_dim, out_dim, "
-         r"with_bias, weight, bias\)", r"Fix: add new attributes inside a "
+         r"with_bias, bias, weight\)", r"Fix: add new attributes inside a "
          r"`pax\.pure` function", lambda _: _net().replace(foo=1)),
     Case("replace_node_not_found", "Module.replace_node", "a node that is "
          "not in the module", ValueError, r"found it 0 times",
@@ -472,8 +472,8 @@ API_CASES = (
              pax.Linear(3, 2, with_bias=False).parameters())),
     Case("load_other_layer_size", "pax.load", "a checkpoint of Linear(3, 2) "
          "into Linear(3, 5)", ValueError,
-         r"params\['linear'\]\['w'\] has shape \(3, 2\) but the module "
-         r"expects \(3, 5\)", r"Fix: load weights of the same architecture",
+         r"params\['linear'\]\['b'\] has shape \(2,\) but the module "
+         r"expects \(5,\)", r"Fix: load weights of the same architecture",
          lambda tmp: pax.load(_save_model(tmp, _net()), pax.Linear(3, 5))),
     Case("load_other_architecture", "pax.load", "a Linear checkpoint into a "
          "Conv2D", ValueError, r"has no entry params\['conv2_d'\]\['b'\]",
@@ -651,7 +651,7 @@ API_CASES = (
     Case("resume_checkpoint_other_width", "trainer", "resuming a workdir "
          "whose checkpoint has hidden size 32 with hidden size 16",
          ValueError, r"does not match the expected structure at leaf \d+ .*"
-         r"the checkpoint has shape \(64, 32\).*expected shape \(64, 16\)",
+         r"the checkpoint has shape \(32,\).*expected shape \(16,\)",
          _CKPT_FIX, _resume_other_model),
     Case("resume_checkpoint_other_depth", "trainer", "resuming with one more "
          "hidden layer", ValueError, r"leaves but \d+ are expected|does not "

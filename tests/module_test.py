@@ -176,6 +176,40 @@ class ModuleTest(parameterized.TestCase):
     new2 = pax.update_parameters(Counter(), params=Counter().parameters())
     self.assertIsInstance(new2, Counter)
 
+  def test_cached_structure_never_goes_stale(self):
+    # parameters()/update_parameters() cache the treedef on frozen modules;
+    # every way a module can change must still be seen.
+    net = pax.Sequential(pax.Linear(2, 3), jax.nn.relu, pax.Linear(3, 1))
+    self.assertIs(net.parameters(), net)  # Cached now.
+
+    @pax.pure
+    def grow(m):
+      m.extra = jnp.zeros(2)  # A new leaf, and not trainable.
+      inner = m.parameters()  # In pure: not cached, sees the new leaf.
+      return m, inner
+
+    grown, inner = grow(net)
+    self.assertIsNone(inner.extra)
+    self.assertIsNone(grown.parameters().extra)
+    self.assertIs(net.parameters(), net)  # The input is unchanged.
+    frozen = pax.freeze_parameters(net)
+    self.assertEqual(jax.tree_util.tree_leaves(frozen.parameters()), [])
+    new = net.update_parameters(
+        jax.tree_util.tree_map(jnp.zeros_like, net.parameters()))
+    self.assertEqual(float(jnp.sum(new[0].weight)), 0.0)
+    with self.assertRaisesRegex(ValueError, "extra leaf"):
+      net.update_parameters(pax.Linear(2, 3))
+    # The cache is not an attribute: not in replace, pickle or equality.
+    self.assertNotIn("_pax_memo", pax.Linear(1, 1).replace(
+        bias=jnp.ones(1)).__dict__)
+    linear = pax.Linear(2, 2)
+    self.assertIs(linear.parameters(), linear)
+    self.assertIn("_pax_memo", linear.__dict__)
+    for other in (pickle.loads(pickle.dumps(linear)), copy.deepcopy(linear),
+                  linear.copy()):
+      self.assertNotIn("_pax_memo", other.__dict__)
+      pax.assert_structure_equal(other, linear)
+
   def test_update_parameters_mismatch_names_path(self):
     net = pax.Sequential(pax.Linear(2, 3), pax.Linear(3, 1))
     other = pax.Sequential(pax.Linear(2, 3), pax.Linear(3, 1), pax.Linear(1, 1))
@@ -266,8 +300,22 @@ class ModuleTest(parameterized.TestCase):
   def test_assert_structure_equal(self):
     a = pax.Linear(2, 2)
     pax.assert_structure_equal(a, pax.Linear(2, 2))
-    with self.assertRaisesRegex(ValueError, "Structures differ"):
+    with self.assertRaisesRegex(
+        ValueError, r"Structures differ: the static value `\.out_dim` is 2 in "
+        "the first tree and 3 in the second"):
       pax.assert_structure_equal(a, pax.Linear(2, 3))
+    with self.assertRaisesRegex(
+        ValueError, r"the static value `\._training` is True in the first "
+        "tree and False in the second"):
+      pax.assert_structure_equal(a, a.eval())
+    with self.assertRaisesRegex(
+        ValueError, r"`\.layers\[1\]\.func` is .*relu.* in the first tree "
+        ".*tanh.* in the second"):
+      pax.assert_structure_equal(
+          pax.Sequential(a, jax.nn.relu), pax.Sequential(a, jax.nn.tanh))
+    with self.assertRaisesRegex(
+        ValueError, r"the second tree has an extra leaf at `\.bias`"):
+      pax.assert_structure_equal(pax.Linear(2, 2, with_bias=False), a)
 
   @parameterized.parameters("jit", "grad", "vmap", "scan")
   def test_crosses_jax_transforms(self, transform):

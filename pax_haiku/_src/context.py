@@ -45,6 +45,15 @@ def is_mutable(module: Any) -> bool:
   return id(module) in state.mutable and current_trace() is state.trace
 
 
+def nothing_mutable() -> bool:
+  """Whether no module may be mutated in this thread (no `pax.pure` open).
+
+  Modules seen then are frozen for good (`pax.pure` mutates fresh copies),
+  so facts about their structure may be cached on them.
+  """
+  return not _STATE.mutable
+
+
 @contextlib.contextmanager
 def allow_mutation(modules: Iterable[Any]) -> Iterator[None]:
   """Allows mutating exactly `modules` (and nothing else) inside the block."""

@@ -142,8 +142,10 @@ class HaikuModule(module_lib.Module):
     leaves = []
     for role, tree in ((haiku_naming.PARAMS, params),
                        (haiku_naming.STATE, state)):
-      for bundle in tree:
-        for name, value in tree[bundle].items():
+      # Sorted, as JAX flattens Haiku's dicts: the jitted step then sees its
+      # arguments in raw Haiku's order and compiles to the same program.
+      for bundle in sorted(tree):
+        for name, value in sorted(tree[bundle].items()):
           attr = self._haiku_attr_name(bundle, name, role)
           if any(attr == a for a, _, _, _ in leaves):
             raise ValueError(

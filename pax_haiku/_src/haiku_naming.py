@@ -15,6 +15,7 @@ import collections
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import jax
+import numpy as np
 from haiku._src import utils as hk_utils
 
 PARAMS = "params"
@@ -40,15 +41,20 @@ _CACHE: "collections.OrderedDict[Any, TreeInfo]" = collections.OrderedDict()
 # `pax.Module`, registered by module.py (which imports this file; importing it
 # back would be a dependency cycle).
 _MODULE_TYPE: type = type(None)
+_field_values: Any = None
 
 
-def register_module_type(cls: type) -> None:
-  global _MODULE_TYPE
+def register_module_type(cls: type, field_values: Any) -> None:
+  """Called by module.py with `pax.Module` and its `field_values`."""
+  global _MODULE_TYPE, _field_values
   _MODULE_TYPE = cls
+  _field_values = field_values
 
 
 def _is_module(x: Any) -> bool:
   return isinstance(x, _MODULE_TYPE)
+
+
 _CACHE_SIZE = 512
 
 
@@ -235,22 +241,83 @@ def _keys(expected: Mapping[Tuple[str, str], int]) -> str:
   return ", ".join(items)
 
 
+def _show(value: Any) -> str:
+  name = getattr(value, "__name__", None)
+  if callable(value) and isinstance(name, str):
+    return f"the function `{name}`"
+  text = repr(value)
+  return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _static_difference(a: Any, b: Any, path: str) -> Optional[str]:
+  """Names the first static attribute where two same-leaf trees differ."""
+  if _is_module(a) and _is_module(b):
+    if a._pax_base is not b._pax_base:
+      return (f"`{path or '(root)'}` is a {a._pax_base.__name__} in the first "
+              f"tree and a {b._pax_base.__name__} in the second")
+    a_fields = _field_values(a)
+    b_fields = _field_values(b)
+    for name in list(a_fields) + [n for n in b_fields if n not in a_fields]:
+      if name not in a_fields or name not in b_fields:
+        which = "second" if name not in a_fields else "first"
+        return f"only the {which} tree has the attribute `{path}.{name}`"
+      va, vb = a_fields[name], b_fields[name]
+      found = _static_difference(va, vb, f"{path}.{name}")
+      if found:
+        return found
+    return None
+  if isinstance(a, (list, tuple)) and type(a) is type(b) and len(a) == len(b):
+    for i, (va, vb) in enumerate(zip(a, b)):
+      found = _static_difference(va, vb, f"{path}[{i}]")
+      if found:
+        return found
+    return None
+  if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+    for k in a:
+      found = _static_difference(a[k], b[k], f"{path}[{k!r}]")
+      if found:
+        return found
+    return None
+  if isinstance(a, (jax.Array, np.ndarray)) or isinstance(
+      b, (jax.Array, np.ndarray)):
+    return None  # Array data: compared by path and shape elsewhere.
+  try:
+    same = bool(a == b)
+  except Exception:  # pylint: disable=broad-except
+    same = a is b
+  if not same:
+    return (f"the static value `{path}` is {_show(a)} in the first tree and "
+            f"{_show(b)} in the second")
+  return None
+
+
 def first_difference(a: Any, b: Any) -> str:
-  """Describes the first path where the pytrees `a` and `b` differ."""
-  a_flat = jax.tree_util.tree_flatten_with_path(a, is_leaf=lambda x: x is None)[0]
-  b_flat = jax.tree_util.tree_flatten_with_path(b, is_leaf=lambda x: x is None)[0]
-  for (pa, la), (pb, lb) in zip(a_flat, b_flat):
+  """Describes the first place where the pytrees `a` and `b` differ.
+
+  A leaf path present in only one tree comes first ("the first tree has an
+  extra leaf at `.bias`"), then a None (frozen) leaf on one side only, then
+  the leaf order, then the first static attribute that differs.
+  """
+  is_none = lambda x: x is None
+  a_flat = jax.tree_util.tree_flatten_with_path(a, is_leaf=is_none)[0]
+  b_flat = jax.tree_util.tree_flatten_with_path(b, is_leaf=is_none)[0]
+  a_leaves = {jax.tree_util.keystr(p): x for p, x in a_flat}
+  b_leaves = {jax.tree_util.keystr(p): x for p, x in b_flat}
+  for which, mine, other in (("first", a_leaves, b_leaves),
+                             ("second", b_leaves, a_leaves)):
+    for path in mine:
+      if path not in other:
+        return f"the {which} tree has an extra leaf at `{path}`"
+  for path, x in a_leaves.items():
+    if (x is None) != (b_leaves[path] is None):
+      return (f"at `{path}` one side is None (not trainable) and the other "
+              "is not")
+  for pa, pb in zip(a_leaves, b_leaves):
     if pa != pb:
-      return (f"first difference at `{jax.tree_util.keystr(pa)}` vs "
-              f"`{jax.tree_util.keystr(pb)}`")
-    if (la is None) != (lb is None):
-      return (f"at `{jax.tree_util.keystr(pa)}` one side is None "
-              "(not trainable) and the other is not")
-  if len(a_flat) != len(b_flat):
-    longer, paths = ("first", a_flat) if len(a_flat) > len(b_flat) else (
-        "second", b_flat)
-    extra = paths[min(len(a_flat), len(b_flat))][0]
-    return (f"the {longer} tree has an extra leaf at "
-            f"`{jax.tree_util.keystr(extra)}`")
+      return (f"the same leaves in another order: `{pa}` in the first tree "
+              f"where the second has `{pb}`")
+  found = _static_difference(a, b, "")
+  if found:
+    return found
   ta, tb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
   return f"static fields or node types differ:\n  {ta}\nvs\n  {tb}"

@@ -72,6 +72,10 @@ def _classify(owner: Any, name: str, value: Any) -> bool:
 
 _LAYOUTS: Dict[Any, type] = {}
 
+# Instance `__dict__` key of `(treedef, TreeInfo)` cached on a frozen module
+# (see `_structure`); not a field, so never flattened, copied or pickled.
+_MEMO = "_pax_memo"
+
 
 def _static_key(value: Any) -> Any:
   """A hashable key for a static value, or None if it cannot live in a class."""
@@ -127,6 +131,7 @@ def field_values(module: "Module") -> Dict[str, Any]:
   out = {n: getattr(cls, n) for n in cls._pax_static_fields}
   out.update(module.__dict__)
   out.pop("_pax_layout", None)
+  out.pop(_MEMO, None)
   return out
 
 
@@ -152,6 +157,7 @@ def _finalize(module: "Module", drop: Optional[str] = None) -> None:
     d.pop(name, None)
   d.pop(drop, None)
   d.pop("_pax_layout", None)
+  d.pop(_MEMO, None)
   base = type(module)._pax_base
   object.__setattr__(module, "__class__",
                      _layout_class(base, tuple(data), tuple(meta),
@@ -295,6 +301,7 @@ class Module(types.SimpleNamespace):
     cls = type(self)
     is_data = _classify(self, name, value)
     d[name] = value
+    d.pop(_MEMO, None)
     if "_pax_is_layout" not in cls.__dict__:
       return  # Under construction: the layout is fixed at the end.
     if is_data and name in cls._pax_data_fields:
@@ -308,6 +315,7 @@ class Module(types.SimpleNamespace):
     if name not in self.__dict__ and name not in cls._pax_static_fields:
       raise AttributeError(name)
     self.__dict__.pop(name, None)
+    self.__dict__.pop(_MEMO, None)
     if "_pax_is_layout" in cls.__dict__:
       _finalize(self, drop=name)
 
@@ -470,9 +478,9 @@ class Module(types.SimpleNamespace):
     >>> net = pax.Sequential(pax.Linear(2, 3), jax.nn.relu, pax.Linear(3, 4))
     >>> print(net.summary())
     Sequential  # 25 params
-    ├── Linear(in_dim=2, out_dim=3, with_bias=True)  # 9 params: weight (2, 3), bias (3,)
+    ├── Linear(in_dim=2, out_dim=3, with_bias=True)  # 9 params: bias (3,), weight (2, 3)
     ├── Lambda(relu)
-    └── Linear(in_dim=3, out_dim=4, with_bias=True)  # 16 params: weight (3, 4), bias (4,)
+    └── Linear(in_dim=3, out_dim=4, with_bias=True)  # 16 params: bias (4,), weight (3, 4)
     Total: 25 parameters, 0 state values
     """
     lines = _summary_lines(self)
@@ -578,13 +586,32 @@ def _require_module(fn_name: str, module: Any) -> None:
         "code with `pax.from_haiku(f)(sample_input)`.")
 
 
+def _structure(module: Module) -> Tuple[Any, Any, Optional[List[Any]]]:
+  """`(treedef, TreeInfo, leaves)` of `module`; leaves is None if cached.
+
+  Outside `pax.pure` modules never change (pure mutates fresh copies), so
+  the treedef and naming info are cached on the instance: `parameters()` of
+  a frozen, all-trainable model then costs a dict lookup instead of a
+  flatten and a treedef hash.
+  """
+  memo = module.__dict__.get(_MEMO)
+  if memo is not None:
+    return memo[0], memo[1], None
+  leaves, treedef = jax.tree_util.tree_flatten(module)
+  info = _naming.tree_info(treedef, leaves)
+  if context.nothing_mutable():
+    module.__dict__[_MEMO] = (treedef, info)
+  return treedef, info, leaves
+
+
 def select_parameters(module: T) -> T:
   """A copy of `module` whose non-trainable leaves are `None`."""
   _require_module("pax.select_parameters", module)
-  leaves, treedef = jax.tree_util.tree_flatten(module)
-  info = _naming.tree_info(treedef, leaves)
+  treedef, info, leaves = _structure(module)
   if info.all_trainable:  # Modules are immutable: no copy needed.
     return module
+  if leaves is None:
+    leaves = jax.tree_util.tree_leaves(module)
   return treedef.unflatten(
       [x if t else None for x, t in zip(leaves, info.trainable)])
 
@@ -608,11 +635,12 @@ def update_parameters(module: T, *, params: Any) -> T:
         "update_parameters expects `params` to be the output of "
         "`module.parameters()` or a Haiku params mapping, got "
         f"{type(params).__name__}.")
-  leaves, treedef = jax.tree_util.tree_flatten(module)
-  info = _naming.tree_info(treedef, leaves)
+  treedef, info, leaves = _structure(module)
   p_leaves, p_treedef = jax.tree_util.tree_flatten(params)
   if info.all_trainable and p_treedef == treedef:
     return params  # Same structure, every leaf replaced.
+  if leaves is None:
+    leaves = jax.tree_util.tree_leaves(module)
   if p_treedef == info.params_treedef:
     it = iter(p_leaves)
     new = [next(it) if t else x for x, t in zip(leaves, info.trainable)]
@@ -673,6 +701,6 @@ def assert_structure_equal(a: Any, b: Any) -> None:
 
 from pax_haiku._src import haiku_naming as _naming  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_naming.register_module_type(Module)
+_naming.register_module_type(Module, field_values)
 # Subclasses without their own `__init__` inherit this wrapped one.
 Module.__init__ = _wrap_init(Module.__init__)

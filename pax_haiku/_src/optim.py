@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Tuple, TypeVar
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from pax_haiku._src import context
@@ -60,14 +61,19 @@ class _Static:
     return f"_Static({self.value!r})"
 
 
-def _fresh(tree: Any) -> Any:
-  """A copy of `tree` with new container/module objects (same leaves).
+def _flatten_state(opt_state: Any) -> Tuple[Tuple[Any, ...], Any]:
+  """The optax state as (leaves, treedef).
 
-  Optax may return a state that holds one params-shaped module twice (or the
-  params themselves); pax modules must not be reachable twice in one tree.
+  The optimizer stores the leaves as one flat tuple and the treedef as a
+  static field: the optax state (for adam, `mu` and `nu` shaped like the
+  model) then costs one pytree node to flatten and unflatten at every jitted
+  step, fewer than raw optax's own state, and unflattening it allocates no
+  module copies for Python's garbage collector to walk.
   """
-  leaves, treedef = jax.tree_util.tree_flatten(tree)
-  return treedef.unflatten(leaves)
+  leaves, treedef = jax.tree_util.tree_flatten(opt_state)
+  leaves = tuple(x if isinstance(x, (jax.Array, np.ndarray)) else
+                 jnp.asarray(x) for x in leaves)
+  return leaves, treedef
 
 
 def _is_inject_state(x: Any) -> bool:
@@ -135,7 +141,9 @@ class Optimizer(module_lib.Module):
   >>> net, optimizer = train_step(net, optimizer, jnp.ones((4, 2)))
 
   Attributes:
-    opt_state: the optax state (pytree data; not trainable).
+    opt_state: the optax state (a property; not trainable). It is stored
+      flat: its leaves in `state_leaves` (pytree data) and its structure in
+      `state_treedef` (static).
     tx: the optax `GradientTransformation` (static).
     params_treedef: the tree structure of the parameters it was built for.
   """
@@ -143,7 +151,7 @@ class Optimizer(module_lib.Module):
   # Nothing is trainable, not even params-shaped trees inside the optax state.
   parameters = module_lib.parameters_method(submodules=False)
 
-  opt_state: Any
+  state_leaves: Tuple[Any, ...]
 
   def __init__(self, tx: optax.GradientTransformation, params: Any):
     """Creates the optax state `tx.init(params)`.
@@ -159,12 +167,32 @@ class Optimizer(module_lib.Module):
       params = params.parameters()
     self._tx = _Static(tx)
     self.params_treedef = jax.tree_util.tree_structure(params)
-    self.opt_state = _fresh(tx.init(params))
+    self.opt_state = tx.init(params)
 
   @property
   def tx(self) -> optax.GradientTransformation:
     """The optax transformation."""
     return self._tx.value
+
+  @property
+  def opt_state(self) -> Any:
+    """The optax state (a new tree of the stored leaves at each access)."""
+    return self.state_treedef.unflatten(self.state_leaves)
+
+  def __setattr__(self, name: str, value: Any) -> None:
+    if name == "opt_state":  # Stored flat (see `_flatten_state`).
+      leaves, treedef = _flatten_state(value)
+      super().__setattr__("state_treedef", treedef)
+      super().__setattr__("state_leaves", leaves)
+      return
+    super().__setattr__(name, value)
+
+  def replace(self, **kwargs: Any) -> "Optimizer":
+    """Returns a copy with some attributes (e.g. `opt_state`) replaced."""
+    if "opt_state" in kwargs:
+      leaves, treedef = _flatten_state(kwargs.pop("opt_state"))
+      kwargs.update(state_leaves=leaves, state_treedef=treedef)
+    return super().replace(**kwargs)
 
   def _repr_info(self) -> Dict[str, Any]:
     return {}
@@ -203,7 +231,7 @@ class Optimizer(module_lib.Module):
   def _apply(self, grads: Any, params: Any, api: str) -> Tuple[Any, Any]:
     self._check(grads, params, api)
     updates, opt_state = self.tx.update(grads, self.opt_state, params)
-    return optax.apply_updates(params, updates), _fresh(opt_state)
+    return optax.apply_updates(params, updates), opt_state
 
   def step(self, model: M, grads: Any) -> Tuple[M, "Optimizer"]:
     """Applies `grads` to `model`; returns `(new_model, new_optimizer)`.
