@@ -177,6 +177,13 @@ def _mutate_inside_inner_jit(_):
   f(net)
 
 
+def _text_file(dirname):
+  path = os.path.join(dirname, "notes.txt")
+  with open(path, "w") as f:
+    f.write("not weights")
+  return path
+
+
 def _save_model(dirname, module):
   path = os.path.join(dirname, "model.npz")
   pax.save(path, module)
@@ -239,6 +246,13 @@ def _all_checkpoints_damaged(tmp):
   _truncate(os.path.join(checkpoint.checkpoint_path(tmp, 10),
                          checkpoint.ARRAYS_FILE))
   checkpoint.restore_latest(tmp, like=_TREE)
+
+
+def _restore_damaged_step(tmp):
+  checkpoint.save(tmp, 10, _TREE)
+  _truncate(os.path.join(checkpoint.checkpoint_path(tmp, 10),
+                         checkpoint.ARRAYS_FILE))
+  checkpoint.restore(tmp, 10, like=_TREE)
 
 
 def _restore_with_more_leaves(tmp):
@@ -320,7 +334,8 @@ API_CASES = (
          r"function", r"Fix: `model, y = pax\.purecall\(model, x\)`",
          lambda _: pax.purecall(lambda x: x, 1)),
     Case("pure_not_callable", "pax.pure", "a non-callable", TypeError,
-         r"got int", r"expects a function",
+         r"expects a function .*got int",
+         r"Fix: decorate the function that calls the modules",
          lambda _: pax.pure(3)),
     Case("module_and_value_not_module", "pax.module_and_value",
          "a non-module", TypeError, r"got int",
@@ -358,10 +373,12 @@ API_CASES = (
          r"Fix: use `pax\.to_haiku\(module\)`",
          lambda _: pax.haiku_call(_net(), _x(1, 3))),
     Case("sequential_not_callable", "pax.Sequential", "an int as a layer",
-         TypeError, r"got int", r"layers must be modules or functions",
+         TypeError, r"layers must be modules or functions, got int \(3\)",
+         r"Fix: pass layers as separate arguments",
          lambda _: pax.Sequential(3)),
     Case("lambda_not_callable", "pax.Lambda", "a non-callable", TypeError,
-         r"got 3", r"expects a callable", lambda _: pax.Lambda(3)),
+         r"expects a callable, got int \(3\)",
+         r"Fix: pass the function itself", lambda _: pax.Lambda(3)),
     # -- mutation outside pure ------------------------------------------------
     Case("setattr_outside_pure", "pax.Module", "`net.weight = w` outside "
          "`pax.pure`", ValueError,
@@ -619,6 +636,21 @@ API_CASES = (
          TypeError, r"expects an optax GradientTransformation .*got int",
          r"Fix: e\.g\. `pax\.from_optax\(optax\.adam\(1e-3\)\)",
          lambda _: pax.from_optax(3)),
+    Case("from_optax_params_not_arrays", "pax.from_optax(tx)(params)",
+         "an int as the parameters", TypeError,
+         r"`params` must be the model's parameters .*got int",
+         r"Fix: `pax\.from_optax\(optax\.adam\(1e-3\)\)\(model\.parameters"
+         r"\(\)\)`", lambda _: pax.from_optax(optax.adam(1e-3))(3)),
+    Case("grad_integer_parameter", "pax.grad", "an int32 trainable weight",
+         TypeError, r"the trainable parameter `\.weight` has dtype int32",
+         r"Fix: create it as float",
+         lambda _: pax.grad(lambda m, x: jnp.sum(m(x)).astype(jnp.float32))(
+             _net().replace(weight=jnp.ones((3, 2), jnp.int32)),
+             jnp.ones((1, 3)))),
+    Case("load_not_a_checkpoint", "pax.load", "a text file", ValueError,
+         r"Cannot read checkpoint .*not a NumPy \.npz archive",
+         r"Fix: pass a file written by `pax\.save`",
+         lambda tmp: pax.load(_text_file(tmp), _net())),
     Case("hyperparams_without_inject", "Optimizer.set_hyperparam",
          "setting a hyperparameter of a plain optax optimizer", ValueError,
          r"the optax state has no `optax\.inject_hyperparams` state",
@@ -645,7 +677,8 @@ API_CASES = (
          r"steps is unknown", r"Fix: pass `length`",
          lambda _: pax.scan(lambda c, x: (c, x), 0.0, None)),
     Case("scan_negative_length", "pax.scan", "`length=-1`", TypeError,
-         r"got -1", r"`length` must be a non-negative int",
+         r"`length` must be a non-negative int, got -1",
+         r"Fix: pass the number of steps",
          lambda _: pax.scan(lambda c, x: (c, x), 0.0, None, length=-1)),
     # -- checkpoints ------------------------------------------------------------
     Case("resume_checkpoint_other_width", "trainer", "resuming a workdir "
@@ -661,6 +694,11 @@ API_CASES = (
          r"All 1 checkpoints in .* are damaged:.*corrupted or truncated",
          r"Move them away \(or use a new workdir\)",
          _all_checkpoints_damaged),
+    Case("checkpoint_restore_damaged", "checkpoint.restore", "restoring "
+         "one truncated checkpoint by step", checkpoint.CheckpointError,
+         r"fails its checksum|cannot be read|truncated|corrupted",
+         r"Fix: restore an intact checkpoint instead \(`restore_latest` "
+         r"skips damaged ones\)", _restore_damaged_step),
     Case("checkpoint_missing_leaf", "checkpoint.restore_latest", "restoring "
          "into a tree with one more leaf", ValueError,
          r"has 2 leaves but 3 are expected; the first missing one is leaf 2",
@@ -743,6 +781,16 @@ BINARY_CASES = (
                ["--config.learning_rate=abc", "--workdir={workdir}"],
                r"flag --config\.learning_rate=abc: could not convert string "
                r"to float: 'abc'", r"--helpshort or --helpfull"),
+    BinaryCase("flag_unknown_config_key", "tools/train.py",
+               "`--config.typo=3`", ["--config.typo=3", "--workdir={workdir}"],
+               r"--config override: unknown key .*typo.* \(overrides given: "
+               r"--config\.typo\)",
+               r"Fix: override only keys the config file defines"),
+    BinaryCase("flag_missing_config_file", "tools/train.py",
+               "`--config=missing.py`",
+               ["--config=missing.py", "--workdir={workdir}"],
+               r"--config: cannot load the config file: .*No such file",
+               r"Fix: pass an existing config file"),
     BinaryCase("flag_batch_size_zero", "tools/train.py",
                "`--config.batch_size=0`",
                ["--config.batch_size=0", "--workdir={workdir}"],

@@ -28,6 +28,7 @@ JAX_NUM_PROCESSES, JAX_PROCESS_ID.
 
 import os
 import sys
+from typing import Any, Sequence
 
 # `python3 tools/train.py` puts tools/ on sys.path, not the repository root.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,13 +68,47 @@ def _user_path(path: str) -> str:
   return os.path.join(base, os.path.expanduser(path))
 
 
+def _load_config(argv: Sequence[str]) -> Any:
+  """The config from --config and its overrides, or a clear error.
+
+  ml_collections loads the file and applies `--config.key=value` lazily, on
+  first access, and reports a missing file or an unknown key with a
+  traceback; this turns those into one message with the fix.
+  """
+  try:
+    config = _CONFIG.value
+    config.keys()  # A file that failed to load raises only when used.
+    return config
+  except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+    raise _config_error(argv, e) from e
+
+
+def _config_error(argv: Sequence[str], e: Exception) -> ValueError:
+  """The ValueError that says what is wrong with --config and its fix."""
+  overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+  detail = str(e).strip().splitlines()
+  if isinstance(e, (AttributeError, KeyError)):
+    return ValueError(
+        f"--config override: unknown key {detail[-1] if detail else e}"
+        f" (overrides given: {', '.join(overrides) or 'none'}).\nFix: "
+        "override only keys the config file defines (see configs/ and "
+        "tools/trainer/config_schema.py), e.g. `--config.steps=200`.")
+  return ValueError(
+      "--config: cannot load the config file: "
+      f"{' '.join(l.strip() for l in detail[-2:])}"
+      "\nFix: pass an existing config file, e.g. "
+      "`--config=configs/digits_mlp.py` (see configs/), optionally with "
+      "`--config.key=value` overrides.")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
+    config = _load_config(sys.argv)
     pax.sharding.initialize_distributed(_COORDINATOR.value,
                                         _NUM_PROCESSES.value, _PROCESS_ID.value)
-    result = train_lib.train_and_evaluate(_CONFIG.value,
+    result = train_lib.train_and_evaluate(config,
                                           _user_path(_WORKDIR.value))
   except (ValueError, train_lib.NonFiniteLossError) as e:
     print(f"error: {e}", file=sys.stderr)
@@ -93,5 +128,14 @@ def main(argv):
   return 0
 
 
+def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
+  """absl's flag parsing, with config-file errors as one clear message."""
+  try:
+    return app.parse_flags_with_usage(argv)  # Prints flag errors itself.
+  except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+    print(f"error: {_config_error(argv, e)}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

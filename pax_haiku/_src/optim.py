@@ -117,6 +117,19 @@ def _check_tx(tx: Any) -> None:
       "`pax.from_optax(optax.adam(1e-3))(model.parameters())`.")
 
 
+def _check_params(params: Any) -> None:
+  bad = [x for x in jax.tree_util.tree_leaves(params)
+         if not isinstance(x, (jax.Array, np.ndarray))]
+  if bad:
+    raise TypeError(
+        "pax.from_optax(tx)(params): `params` must be the model's "
+        "parameters (`model.parameters()`, or a pytree of arrays), got "
+        f"{type(params).__name__} holding {type(bad[0]).__name__} "
+        f"{bad[0]!r}.\nLikely cause: a hyperparameter passed to the builder "
+        "instead of to the optax transformation.\nFix: "
+        "`pax.from_optax(optax.adam(1e-3))(model.parameters())`.")
+
+
 class Optimizer(module_lib.Module):
   """A pax module holding an optax transformation and its state.
 
@@ -165,6 +178,8 @@ class Optimizer(module_lib.Module):
     _check_tx(tx)
     if isinstance(params, module_lib.Module):
       params = params.parameters()
+    else:
+      _check_params(params)
     self._tx = _Static(tx)
     self.params_treedef = jax.tree_util.tree_structure(params)
     self.opt_state = tx.init(params)

@@ -47,7 +47,9 @@ def pure(func: Callable[..., O]) -> Callable[..., O]:
   if isinstance(func, module_lib.Module):
     if not callable(func):
       raise TypeError(f"pax.pure: the module `{func!r}` is not callable "
-                      "(it defines no `__call__`).")
+                      "(it defines no `__call__`).\nFix: define `__call__` "
+                      "on its class, or wrap a function that uses it: "
+                      "`pax.pure(lambda m, x: (m, m.method(x)))`.")
     module = func
 
     def module_wrapper(*args, **kwargs):
@@ -55,7 +57,11 @@ def pure(func: Callable[..., O]) -> Callable[..., O]:
 
     return module_wrapper
   if not callable(func):
-    raise TypeError(f"pax.pure expects a function, got {type(func).__name__}.")
+    raise TypeError(
+        f"pax.pure expects a function (or a module or bound method), got "
+        f"{type(func).__name__}.\nFix: decorate the function that calls "
+        "the modules:\n    @pax.pure\n    def step(model, x):\n"
+        "        return model, model(x)")
 
   @functools.wraps(func)
   def wrapper(*args, **kwargs):

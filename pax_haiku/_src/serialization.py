@@ -56,8 +56,14 @@ def load_haiku(path: str) -> Tuple[HaikuDict, HaikuDict]:
     data = np.load(path, allow_pickle=False)
     items = {k: data[k] for k in data.files}
   except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-    raise ValueError(f"Cannot read checkpoint {path!r}: {e}. The file is "
-                     "missing, truncated or not a pax/Haiku .npz file.") from e
+    # numpy's own message may suggest `allow_pickle=True`: never do that for
+    # a weights file (it runs arbitrary code), so it is not repeated here.
+    reason = ("it is not a NumPy .npz archive" if "pickle" in str(e)
+              else str(e))
+    raise ValueError(
+        f"Cannot read checkpoint {path!r}: {reason}. The file is missing, "
+        "truncated or not a pax/Haiku .npz file.\nFix: pass a file written "
+        "by `pax.save`/`pax.save_haiku` (re-save it if it was damaged).") from e
   for key, value in items.items():
     parts = key.split(_SEP)
     if len(parts) != 3 or parts[0] not in ("params", "state"):

@@ -152,6 +152,25 @@ def _check_jax_kwargs(api: str, args: Sequence[Any],
         f"`has_aux` and the `jax.grad` options {list(_JAX_GRAD_KWARGS)}.")
 
 
+def _check_differentiable(params: Any, api: str) -> None:
+  """TypeError naming the first trainable leaf that is not float/complex."""
+  for leaf in jax.tree_util.tree_leaves(params):
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None or jnp.issubdtype(dtype, jnp.inexact):
+      continue
+    path = next(jax.tree_util.keystr(p) for p, x in
+                jax.tree_util.tree_flatten_with_path(params)[0] if x is leaf)
+    raise TypeError(
+        f"{api}: the trainable parameter `{path}` has dtype {dtype}; "
+        "gradients need floating-point (or complex) parameters.\nLikely "
+        "cause: the parameter was created from integers (`jnp.array(1)`, "
+        "`jnp.ones(n, jnp.int32)`), or a counter is stored as a trainable "
+        "parameter.\nFix: create it as float (`jnp.asarray(x, "
+        "jnp.float32)`); keep counters non-trainable (leave them out of "
+        "`pax.parameters_method(...)`, or `pax.freeze_parameters`); or pass "
+        f"`allow_int=True` to {api}.")
+
+
 def _differentiate(jax_transform: Callable[..., Any], api: str,
                    fun: Callable[..., Any], has_aux: bool,
                    jax_kwargs: dict) -> Callable[..., Any]:
@@ -167,10 +186,15 @@ def _differentiate(jax_transform: Callable[..., Any], api: str,
 
   transformed = jax_transform(params_fn, has_aux=has_aux, **jax_kwargs)
 
+  allow_int = bool(jax_kwargs.get("allow_int", False))
+
   @functools.wraps(fun)
   def wrapper(module, *args, **kwargs):
     require_module(module, api, example=f"{api}({fn_name(fun)})(model, x, y)")
-    return transformed(module.parameters(), module, *args, **kwargs)
+    params = module.parameters()
+    if not allow_int:
+      _check_differentiable(params, api)
+    return transformed(params, module, *args, **kwargs)
 
   return wrapper
 
@@ -323,11 +347,13 @@ def scan(func: Callable[[C, Any], Tuple[C, Any]], init: C, xs: Any,
   """
   if not callable(func):
     raise TypeError(f"pax.scan expects a function `func(carry, x) -> "
-                    f"(carry, y)`, got {type(func).__name__}.")
+                    f"(carry, y)`, got {type(func).__name__}.\nFix: "
+                    "`pax.scan(lambda c, x: (c + x, c), 0.0, jnp.ones(3))`.")
   if length is not None and (not isinstance(length, int) or
                              isinstance(length, bool) or length < 0):
     raise TypeError(f"pax.scan: `length` must be a non-negative int, got "
-                    f"{length!r}.")
+                    f"{length!r}.\nFix: pass the number of steps, e.g. "
+                    "`length=10`, or leave it out to take it from `xs`.")
   leaves = jax.tree_util.tree_leaves(xs)
   if not leaves:
     if length is None:

@@ -161,6 +161,30 @@ def histogram_difference(a: Dict[str, int],
           if a.get(k, 0) != b.get(k, 0)}
 
 
+def normalized_program(hlo_text: str) -> str:
+  """Optimized HLO text without names, source locations or metadata.
+
+  Two programs whose normalized texts are equal run the same instructions
+  on the same shapes in the same order: they differ at most in the names
+  of their arguments (pax's `layers_0__weight` vs Haiku's `linear_0__w`).
+  """
+  text = re.sub(r"metadata=\{[^}]*\}", "", hlo_text)
+  text = re.sub(r",? ?stack_frame_id=\d+", "", text)
+  lines = [l for l in text.splitlines()
+           if not re.match(r"^\s*\d+ ", l)  # File/function/frame tables.
+           and not l.startswith(("FileNames", "FunctionNames",
+                                 "FileLocations", "StackFrames"))]
+  text = "\n".join(lines)
+  text = re.sub(r"%[\w.\-]+", "%v", text)
+  text = re.sub(r"\b[\w.\-]+(?=: [a-z]\d*\[)", "p", text)  # Arg names.
+  return re.sub(r"HloModule \S+", "HloModule", text)
+
+
+def same_program(hlo_a: str, hlo_b: str) -> bool:
+  """Whether two optimized HLO texts are one program up to names."""
+  return normalized_program(hlo_a) == normalized_program(hlo_b)
+
+
 def compiled_text(lowered: Any) -> str:
   """Optimized HLO text of a `jax.stages.Lowered` (compiles if not cached).
 

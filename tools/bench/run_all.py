@@ -361,8 +361,8 @@ def run_workload(cfg: Config, workload: wl_lib.Workload,
   sxs, sys_ = jnp.asarray(sxs), jnp.asarray(sys_)
   scan_compile = {n: by_name[n].scan_compile_sample(sxs, sys_)
                   for n in scan_names}
-  scan_hlo = {n: len(measure.hlo_instructions(by_name[n].scan_hlo_text()))
-              for n in scan_names}
+  scan_text = {n: by_name[n].scan_hlo_text() for n in scan_names}
+  scan_hlo = {n: len(measure.hlo_instructions(t)) for n, t in scan_text.items()}
   per_round = (2 * len(scan_names) - 1) * scan_len * t_step
   scan_rounds = _fit_rounds(cfg.scan_budget_s, per_round, cfg.min_rounds,
                             cfg.rounds)
@@ -449,7 +449,23 @@ def run_workload(cfg: Config, workload: wl_lib.Workload,
         "identical_count": hlo[base.name] == hlo["pax_haiku"],
         "scan_haiku": scan_hlo.get(base.name),
         "scan_pax_haiku": scan_hlo.get("pax_haiku"),
+        "same_program": measure.same_program(hlo_text[base.name],
+                                             hlo_text["pax_haiku"]),
+        "scan_same_program": (
+            measure.same_program(scan_text[base.name],
+                                 scan_text["pax_haiku"])
+            if "pax_haiku" in scan_text else None),
     }
+    if not res["hlo_pax_vs_haiku"]["same_program"]:
+      # Control: raw Haiku's step fed its params in pax_haiku's leaf order.
+      leaves = jax.tree_util.tree_leaves(
+          by_name["pax_haiku"].model.parameters())
+      try:
+        res["hlo_pax_vs_haiku"]["same_program_in_pax_leaf_order"] = (
+            measure.same_program(base.hlo_text_in_leaf_order(leaves),
+                                 hlo_text["pax_haiku"]))
+      except (KeyError, ValueError) as e:
+        res["hlo_pax_vs_haiku"]["control_error"] = str(e)
     if hlo[base.name] != hlo["pax_haiku"]:
       res["hlo_pax_vs_haiku"].update(_hlo_investigation(
           base, by_name["pax_haiku"], hlo[base.name], hlo["pax_haiku"],
@@ -638,6 +654,21 @@ def markdown(results: Dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _same_program_md(hv: Dict[str, Any]) -> str:
+  """One sentence: are the compiled programs the same up to names?"""
+  def yes_no(value):
+    return "yes" if value else "**no**"
+  text = (f"Same compiled program as raw Haiku up to argument names: step "
+          f"{yes_no(hv.get('same_program'))}, fused scan "
+          f"{yes_no(hv.get('scan_same_program'))}")
+  if "same_program_in_pax_leaf_order" in hv:
+    text += (
+        "; raw Haiku's step fed its params in pax_haiku's leaf order "
+        f"(Haiku sorts module names as strings, `linear_10` before "
+        f"`linear_2`): {yes_no(hv['same_program_in_pax_leaf_order'])}")
+  return text + "."
+
+
 def _load(value) -> str:
   return "?" if not value else "/".join(f"{x:.1f}" for x in value)
 
@@ -694,13 +725,26 @@ def _workload_md(name: str, wres: Dict[str, Any]) -> List[str]:
     lines.append("")
     lines.append("Python garbage collections per 1000 eager steps (generation "
                  "0/1/2): " + ", ".join(gcs) + ".")
+  args = [(n, r) for n, r in wres["rows"].items()
+          if r.get("args_flatten_us") is not None]
+  if args:
+    lines.append("")
+    lines.append(
+        "Flatten+unflatten of everything the step receives (model, "
+        "optimizer state, batch; what `jax.jit` does at every call), µs: "
+        + ", ".join(f"{n} {_fmt(r['args_flatten_us'])}"
+                    + (f" ({r['args_flatten_ratio']:.2f}x)"
+                       if r.get("args_flatten_ratio") is not None and
+                       r["family"] != "haiku" else "")
+                    for n, r in args) + ".")
   hv = wres.get("hlo_pax_vs_haiku")
   if hv:
     lines.append("")
     if hv["identical_count"]:
       lines.append(f"HLO: pax_haiku's step compiles to exactly as many "
                    f"instructions as raw Haiku's ({hv['haiku']}); fused "
-                   f"scans: {hv['scan_pax_haiku']} vs {hv['scan_haiku']}.")
+                   f"scans: {hv['scan_pax_haiku']} vs {hv['scan_haiku']}. "
+                   + _same_program_md(hv))
     else:
       lines.append(
           f"HLO: **pax_haiku {hv['pax_haiku']} vs raw Haiku {hv['haiku']} "

@@ -447,6 +447,16 @@ def restore(directory: str, step: int, like: Any) -> Restored:
       (the message names the first mismatching leaf).
   """
   path = checkpoint_path(directory, step)
+  try:
+    return _restore(path, directory, step, like)
+  except CheckpointError as e:
+    raise CheckpointError(
+        f"{e}\nFix: restore an intact checkpoint instead "
+        "(`restore_latest` skips damaged ones), or move this one away; "
+        "`verify(directory, step)` checks one without loading it.") from e
+
+
+def _restore(path: str, directory: str, step: int, like: Any) -> Restored:
   body = verify(directory, step)
   treedef, specs = _check_like(body, like, path)
   arrays_path = os.path.join(path, body["arrays_file"])

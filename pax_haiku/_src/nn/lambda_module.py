@@ -18,7 +18,10 @@ class Lambda(module_lib.Module):
   def __init__(self, func: Callable[..., Any], name: str = None):
     super().__init__(name=name)
     if not callable(func):
-      raise TypeError(f"pax.Lambda expects a callable, got {func!r}.")
+      raise TypeError(
+          f"pax.Lambda expects a callable, got {type(func).__name__} "
+          f"({func!r}).\nFix: pass the function itself, e.g. "
+          "`pax.Lambda(jax.nn.relu)` or `pax.Lambda(lambda x: 2 * x)`.")
     self.func = func
 
   def __call__(self, *args: Any, **kwargs: Any) -> Any:

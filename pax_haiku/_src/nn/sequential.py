@@ -13,7 +13,9 @@ def _as_module(layer: Any) -> module_lib.Module:
     return lambda_module.Lambda(layer)
   raise TypeError(
       f"pax.Sequential layers must be modules or functions, got "
-      f"{type(layer).__name__}.")
+      f"{type(layer).__name__} ({layer!r}).\nFix: pass layers as separate "
+      "arguments, e.g. `pax.Sequential(pax.Linear(2, 3), jax.nn.relu, "
+      "pax.Linear(3, 1))` (sizes go to the layers, not to Sequential).")
 
 
 class Sequential(module_lib.Module):
