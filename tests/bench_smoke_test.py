@@ -85,11 +85,31 @@ class BenchSmokeTest(absltest.TestCase):
                      rows["haiku"]["hlo_instructions"])
     self.assertEqual(rows["pax_haiku"]["scan_hlo_instructions"],
                      rows["haiku"]["scan_hlo_instructions"])
+    # Not only as many instructions: the same program up to argument names.
+    hlo = results["workloads"]["W1"]["hlo_pax_vs_haiku"]
+    self.assertTrue(hlo["same_program"])
+    self.assertTrue(hlo["scan_same_program"])
     # Same weights, same batch: the same first loss.
     self.assertAlmostEqual(rows["pax_haiku"]["first_loss"],
                            rows["haiku"]["first_loss"], places=5)
     # Peers not requested are not run (and not reported as skipped).
     self.assertEqual(results["meta"]["skipped"], {})
+
+
+class SameProgramTest(absltest.TestCase):
+
+  def test_names_do_not_matter_instructions_do(self):
+    from tools.bench import measure  # pylint: disable=g-import-not-at-top
+    a = ("HloModule jit_a, entry_computation_layout={(f32[2])->f32[2]}\n"
+         "ENTRY %main.3 (layers_0__weight.1: f32[2]) -> f32[2] {\n"
+         "  %p.1 = f32[2]{0} parameter(0), metadata={op_name=\"x\"}\n"
+         "  ROOT %n.2 = f32[2]{0} negate(%p.1)\n}\n")
+    b = (a.replace("jit_a", "jit_b").replace("layers_0__weight", "linear__w")
+         .replace("%p.1", "%arg.7").replace('op_name=\"x\"', 'op_name="y"'))
+    self.assertTrue(measure.same_program(a, b))
+    self.assertFalse(measure.same_program(a, a.replace("negate", "abs")))
+    self.assertFalse(measure.same_program(a, a.replace("f32[2]{0} neg",
+                                                       "f16[2]{0} neg")))
 
 
 if __name__ == "__main__":
