@@ -680,6 +680,21 @@ API_CASES = (
          r"`length` must be a non-negative int, got -1",
          r"Fix: pass the number of steps",
          lambda _: pax.scan(lambda c, x: (c, x), 0.0, None, length=-1)),
+    Case("scan_carry_changes_shape", "pax.scan", "a body whose carry grows "
+         "each step", TypeError,
+         r"the carry leaf `\[0\]` enters `.*lambda>` with shape \(2,\) "
+         r"float32 and leaves it with shape \(3,\) float32",
+         r"Fix: return a carry built like `init`",
+         lambda _: pax.scan(lambda c, x: ((jnp.append(c[0], x),), x),
+                            (jnp.zeros(2),), jnp.ones(3))),
+    Case("scan_carry_other_structure", "pax.scan", "a body that returns a "
+         "module without its bias", TypeError,
+         r"returned a carry whose structure differs from the carry it "
+         r"received: the first tree has an extra leaf at `\.bias`",
+         r"Fix: return a carry built like `init`",
+         lambda _: pax.scan(
+             lambda m, x: (pax.Linear(3, 2, with_bias=False), x), _net(),
+             jnp.ones(3))),
     # -- checkpoints ------------------------------------------------------------
     Case("resume_checkpoint_other_width", "trainer", "resuming a workdir "
          "whose checkpoint has hidden size 32 with hidden size 16",

@@ -18,6 +18,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from pax_haiku._src import haiku_naming
 from pax_haiku._src import module as module_lib
 
 C = TypeVar("C")
@@ -301,6 +302,47 @@ def _scan_length_error(xs: Any, axis: int, time_major: bool,
       "`pax.scan(f, carry, xs, time_major=False)`.")
 
 
+def _carry_error(problem: str) -> TypeError:
+  return TypeError(
+      f"pax.scan: {problem}.\nThe carry must keep its structure, shapes "
+      "and dtypes from step to step (it is one fixed-size loop variable).\n"
+      "Fix: return a carry built like `init` (cast with `.astype(...)`, "
+      "keep the same modules and attributes); put values that grow or "
+      "change shape in `y`, which scan stacks.")
+
+
+def _checked_scan_body(func: Callable[..., Any]) -> Callable[..., Any]:
+  """`func` with its returned carry checked against the carry it received."""
+
+  def body(carry, x):
+    out = func(carry, x)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+      raise TypeError(
+          f"pax.scan: `{fn_name(func)}` must return a pair `(carry, y)`, "
+          f"got {describe(out)}.\nFix: `return new_carry, y` (use None "
+          "for y if there is nothing to stack).")
+    new_carry = out[0]
+    old_flat, old_def = jax.tree_util.tree_flatten_with_path(carry)
+    new_flat, new_def = jax.tree_util.tree_flatten_with_path(new_carry)
+    if old_def != new_def:
+      raise _carry_error(
+          f"`{fn_name(func)}` returned a carry whose structure differs from "
+          "the carry it received: " + haiku_naming.first_difference(
+              carry, new_carry))
+    for (path, old), (_, new) in zip(old_flat, new_flat):
+      old_type = (jnp.shape(old), jnp.result_type(old))
+      new_type = (jnp.shape(new), jnp.result_type(new))
+      if old_type != new_type:
+        where = jax.tree_util.keystr(path) or "(the carry itself)"
+        raise _carry_error(
+            f"the carry leaf `{where}` enters `{fn_name(func)}` with shape "
+            f"{old_type[0]} {old_type[1]} and leaves it with shape "
+            f"{new_type[0]} {new_type[1]}")
+    return out
+
+  return body
+
+
 def scan(func: Callable[[C, Any], Tuple[C, Any]], init: C, xs: Any,
          length: Optional[int] = None, unroll: int = 1,
          time_major: bool = True) -> Tuple[C, Any]:
@@ -379,7 +421,8 @@ def scan(func: Callable[[C, Any], Tuple[C, Any]], init: C, xs: Any,
           f"({sizes.pop()})")
     if not time_major:
       xs = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), xs)
-  carry, ys = jax.lax.scan(func, init, xs, length=length, unroll=unroll)
+  carry, ys = jax.lax.scan(_checked_scan_body(func), init, xs, length=length,
+                           unroll=unroll)
   if not time_major:
     ys = jax.tree_util.tree_map(
         lambda y: jnp.swapaxes(y, 0, 1) if jnp.ndim(y) >= 2 else y, ys)

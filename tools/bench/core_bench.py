@@ -7,7 +7,15 @@ medians reported, so load on the shared machine hits both sides alike.
 Run (repo root): python3 -m tools.bench.core_bench [--rounds 15] [--json f]
 Targets (issue 2): flatten+unflatten <= 1.5x the dict; parameters() +
 update_parameters() <= 0.1 ms.
+
+The floor: the same tree built from bare `jax.tree_util.register_dataclass`
+classes (no pax code: `types.SimpleNamespace` subclasses, a data field per
+array and one meta field, as a pax layout class has). JAX unflattens such a
+node by calling the class with keyword arguments, which costs more than
+building a dict; pax can at best match this floor.
 """
+
+import types
 
 import json
 import statistics
@@ -36,6 +44,28 @@ def build():
   return net, params
 
 
+class _BareLayer(types.SimpleNamespace):
+  """A register_dataclass node like pax's `Linear` layout, without pax."""
+
+
+class _BareSequential(types.SimpleNamespace):
+  """A register_dataclass node like pax's `Sequential` layout, without pax."""
+
+
+for _cls, _data in ((_BareLayer, ["weight", "bias"]),
+                    (_BareSequential, ["layers"])):
+  _cls.__init__ = types.SimpleNamespace.__init__
+  _cls.layout = _cls
+  jax.tree_util.register_dataclass(_cls, data_fields=_data,
+                                   meta_fields=["layout"])
+
+
+def bare_tree(net):
+  """`net` (a Sequential of Linear) as bare dataclass nodes (the floor)."""
+  return _BareSequential(layers=tuple(
+      _BareLayer(weight=l.weight, bias=l.bias) for l in net.layers))
+
+
 def per_call_us(fn, number):
   return timeit.timeit(fn, number=number) / number * 1e6
 
@@ -48,8 +78,10 @@ def round_trip(tree):
 def measure(rounds):
   net, params = build()
   grads = jax.tree_util.tree_map(jnp.ones_like, net.parameters())
+  bare = bare_tree(net)
   cases = {
       "haiku_dict_flatten_unflatten": lambda: round_trip(params),
+      "bare_dataclass_flatten_unflatten": lambda: round_trip(bare),
       "pax_flatten_unflatten": lambda: round_trip(net),
       "pax_parameters_plus_update": lambda: net.update_parameters(
           net.parameters()),
@@ -65,6 +97,11 @@ def measure(rounds):
   med = {k: statistics.median(v) for k, v in samples.items()}
   med["flatten_ratio_vs_haiku_dict"] = (
       med["pax_flatten_unflatten"] / med["haiku_dict_flatten_unflatten"])
+  med["floor_ratio_vs_haiku_dict"] = (
+      med["bare_dataclass_flatten_unflatten"] /
+      med["haiku_dict_flatten_unflatten"])
+  med["pax_ratio_vs_floor"] = (
+      med["pax_flatten_unflatten"] / med["bare_dataclass_flatten_unflatten"])
   return med
 
 

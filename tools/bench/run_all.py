@@ -671,8 +671,9 @@ def _same_program_md(hv: Dict[str, Any]) -> str:
   if "same_program_in_pax_leaf_order" in hv:
     text += (
         "; raw Haiku's step fed its params in pax_haiku's leaf order "
-        f"(Haiku sorts module names as strings, `linear_10` before "
-        f"`linear_2`): {yes_no(hv['same_program_in_pax_leaf_order'])}")
+        "(pax_haiku's leaves follow attribute order, Haiku's dicts sort "
+        "module names as strings: `linear_10` before `linear_2`, `linear` "
+        f"before `lstm`): {yes_no(hv['same_program_in_pax_leaf_order'])}")
   return text + "."
 
 
