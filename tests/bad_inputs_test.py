@@ -527,6 +527,10 @@ API_CASES = (
          "conv", ValueError, r"expects inputs of shape \(N, H, W, 1\).*got "
          r"\(2, 8, 8, 3\)", r"Fix: pass 4-d inputs .* with 1 channels",
          lambda _: pax.Conv2D(1, 4, 3)(_x(2, 8, 8, 3))),
+    Case("conv2d_integer_input", "pax.Conv2D", "uint8 pixels", TypeError,
+         r"Conv2D\(.*\) expects floating-point inputs, got dtype uint8",
+         r"Fix: cast first, e\.g\. `x\.astype\(jnp\.float32\) / 255\.0`",
+         lambda _: pax.Conv2D(3, 4, 3)(jnp.ones((1, 8, 8, 3), jnp.uint8))),
     Case("batchnorm1d_2d_input", "pax.BatchNorm1D", "(N, C) features",
          ValueError, r"BatchNorm1D\(num_channels=3.*\) expects inputs of "
          r"shape \(N, W, 3\), got \(4, 5\)",

@@ -83,6 +83,17 @@ def padding(layer: str, value: Any, ndim: int) -> Any:
   return pairs
 
 
+def float_input(layer: Any, x: Any) -> None:
+  """TypeError unless `x` is floating point (what XLA's convolutions need)."""
+  dtype = jnp.result_type(x)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+        f"{layer!r} expects floating-point inputs, got dtype {dtype}.\n"
+        "Likely cause: integer pixels or token ids fed to a convolution.\n"
+        "Fix: cast first, e.g. `x.astype(jnp.float32) / 255.0` for "
+        "images; embed token ids with `pax.Embed` before convolving.")
+
+
 def input_error(layer: Any, expected: str, x: Any, hint: str) -> ValueError:
   return ValueError(
       f"{layer!r} expects inputs of shape {expected}, got "

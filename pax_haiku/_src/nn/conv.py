@@ -58,6 +58,7 @@ class _ConvBase(haiku_bridge.HaikuModule):
           f"pass {n + 2}-d inputs in {self.data_format} layout with "
           f"{self.in_features} channels (check data_format and the previous "
           "layer's output channels).")
+    _checks.float_input(self, x)
     return super().__call__(x)
 
   def _repr_info(self) -> Dict[str, Any]:
