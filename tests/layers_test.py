@@ -521,6 +521,17 @@ class ConstructorErrorTest(parameterized.TestCase):
 
 class LayerBehaviourTest(parameterized.TestCase):
 
+  def test_sequential_says_which_layer_failed(self):
+    inner = pax.Sequential(pax.Linear(4, 4), jax.nn.relu, pax.Linear(5, 2))
+    net = pax.Sequential(pax.Linear(3, 4), inner)
+    with self.assertRaisesRegex(ValueError, r"expects inputs of shape "
+                                r"\(\.\.\., 5\), got \(2, 4\)") as ctx:
+      net(_x(2, 3))
+    self.assertEqual(ctx.exception.__notes__, [
+        "  in layer 2 of Sequential with 3 layers: Linear(in_dim=5, "
+        "out_dim=2, with_bias=True)",
+        "  in layer 1 of Sequential with 2 layers: Sequential"])
+
   def test_identical_layers_share_treedef(self):
     a, b = pax.Conv2D(4, 3, 3), pax.Conv2D(4, 3, 3)
     self.assertEqual(jax.tree_util.tree_structure(a),

@@ -39,8 +39,16 @@ class Sequential(module_lib.Module):
     self.layers = tuple(_as_module(l) for l in layers)
 
   def __call__(self, x: Any) -> Any:
-    for layer in self.layers:
-      x = layer(x)
+    for i, layer in enumerate(self.layers):
+      try:
+        x = layer(x)
+      except (TypeError, ValueError) as e:
+        # Layers name themselves, not their place: say which one it was
+        # (shown under the message in tracebacks; nested Sequentials add one
+        # line each, outermost last).
+        e.add_note(f"  in layer {i} of {self._pax_base.__name__} with "
+                   f"{len(self.layers)} layers: {layer!r}")
+        raise
     return x
 
   def __getitem__(self, index: Union[int, slice]) -> Any:
