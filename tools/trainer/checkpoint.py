@@ -401,8 +401,9 @@ def _check_like(body: Mapping[str, Any], like: Any, path: str
   want_names = _names([p for p, _ in path_leaves])
   saved = body["leaves"]
   hint = ("The checkpoint was probably written for a different model or "
-          "config. Resume with the config it was written with, or use a new "
-          "workdir (or move the checkpoints away) to start from scratch.")
+          "config, or by another version of the code (leaf order is part of "
+          "the layout). Resume with the config it was written with, or use a "
+          "new workdir (or move the checkpoints away) to start from scratch.")
   specs = []
   for i, ((_, leaf), name) in enumerate(zip(path_leaves, want_names)):
     _check_not_key(leaf, f"{i} ({name})")
