@@ -191,7 +191,8 @@ def _hlo_investigation(haiku: frameworks.HaikuImpl,
                        pax_impl: frameworks.PaxHaikuImpl,
                        haiku_count: int, pax_count: int,
                        pax_hist: Dict[str, int],
-                       haiku_hist: Dict[str, int]) -> Dict[str, Any]:
+                       haiku_hist: Dict[str, int],
+                       control_text: Optional[str]) -> Dict[str, Any]:
   """Why pax_haiku's optimized HLO differs from raw Haiku's, if it does."""
   out: Dict[str, Any] = {
       "opcode_difference": measure.histogram_difference(pax_hist, haiku_hist)}
@@ -199,13 +200,8 @@ def _hlo_investigation(haiku: frameworks.HaikuImpl,
                           "pax_haiku": frameworks.stablehlo_op_count(
                               pax_impl._lower(pax_impl.step,  # pylint: disable=protected-access
                                               pax_impl.carry).as_text())}
-  leaves = jax.tree_util.tree_leaves(pax_impl.model.parameters())
-  try:
-    control = len(measure.hlo_instructions(
-        haiku.hlo_text_in_leaf_order(leaves)))
-  except (KeyError, ValueError) as e:
-    control = None
-    out["control_error"] = str(e)
+  control = (None if control_text is None else
+             len(measure.hlo_instructions(control_text)))
   out["haiku_in_pax_leaf_order"] = control
   same_program = (out["stablehlo_ops"]["haiku"] ==
                   out["stablehlo_ops"]["pax_haiku"])
@@ -456,20 +452,22 @@ def run_workload(cfg: Config, workload: wl_lib.Workload,
                                  scan_text["pax_haiku"])
             if "pax_haiku" in scan_text else None),
     }
+    control_text = None
     if not res["hlo_pax_vs_haiku"]["same_program"]:
-      # Control: raw Haiku's step fed its params in pax_haiku's leaf order.
+      # Control: raw Haiku's step fed its params in pax_haiku's leaf order
+      # (compiled once; also used by _hlo_investigation).
       leaves = jax.tree_util.tree_leaves(
           by_name["pax_haiku"].model.parameters())
       try:
+        control_text = base.hlo_text_in_leaf_order(leaves)
         res["hlo_pax_vs_haiku"]["same_program_in_pax_leaf_order"] = (
-            measure.same_program(base.hlo_text_in_leaf_order(leaves),
-                                 hlo_text["pax_haiku"]))
+            measure.same_program(control_text, hlo_text["pax_haiku"]))
       except (KeyError, ValueError) as e:
         res["hlo_pax_vs_haiku"]["control_error"] = str(e)
     if hlo[base.name] != hlo["pax_haiku"]:
       res["hlo_pax_vs_haiku"].update(_hlo_investigation(
           base, by_name["pax_haiku"], hlo[base.name], hlo["pax_haiku"],
-          hlo_hist["pax_haiku"], hlo_hist[base.name]))
+          hlo_hist["pax_haiku"], hlo_hist[base.name], control_text))
       _log(f"[{workload.name}] HLO differs: "
            f"{res['hlo_pax_vs_haiku']['diagnosis']}")
   res["wall_s"] = time.perf_counter() - start
