@@ -67,19 +67,26 @@ class BenchSmokeTest(absltest.TestCase):
     self.assertIn(header, lines)
     start = lines.index(header)
     self.assertEqual(lines[start + 1], "|" + "---|" * len(_COLUMNS))
-    rows = lines[start + 2:start + 4]
+    rows = lines[start + 2:start + 5]
     self.assertEqual([r.split("|")[1].strip() for r in rows],
-                     ["haiku", "pax_haiku"])
+                     ["haiku", "pax_haiku", "pax_haiku [nets_mlp]"])
     for row in rows:
       self.assertLen(row.strip().strip("|").split("|"), len(_COLUMNS))
-    self.assertEqual(lines[start + 4], "")  # Only the two rows asked for.
-    self.assertIn("## pax_haiku against its targets", "\n".join(lines))
+    self.assertEqual(lines[start + 5], "")  # Only the rows asked for.
+    text = "\n".join(lines)
+    self.assertIn("## pax_haiku against its targets", text)
+    self.assertIn("JAX floor of the model's flatten+unflatten", text)
 
   def test_pax_haiku_hlo_equals_raw_haiku(self):
     with open(self.json_path) as f:
       results = json.load(f)
     rows = results["workloads"]["W1"]["rows"]
-    self.assertEqual(set(rows), {"haiku", "pax_haiku"})
+    self.assertEqual(set(rows), {"haiku", "pax_haiku", "pax_haiku [nets_mlp]"})
+    # Both pax_haiku forms compile to raw Haiku's program.
+    for name in ("pax_haiku", "pax_haiku [nets_mlp]"):
+      self.assertEqual(results["workloads"]["W1"]["same_program"][name],
+                       {"step": True, "scan": True})
+      self.assertGreater(rows[name]["flatten_floor_us"], 0)
     self.assertGreater(rows["haiku"]["hlo_instructions"], 0)
     self.assertEqual(rows["pax_haiku"]["hlo_instructions"],
                      rows["haiku"]["hlo_instructions"])
@@ -94,6 +101,24 @@ class BenchSmokeTest(absltest.TestCase):
                            rows["haiku"]["first_loss"], places=5)
     # Peers not requested are not run (and not reported as skipped).
     self.assertEqual(results["meta"]["skipped"], {})
+
+
+class DataclassFloorTest(absltest.TestCase):
+
+  def test_bare_mirror_has_the_same_leaves_and_node_count(self):
+    import doctest  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    import pax_haiku as pax  # pylint: disable=g-import-not-at-top
+    from tools.bench import dataclass_floor  # pylint: disable=g-import-not-at-top
+    failed, _ = doctest.testmod(dataclass_floor, extraglobs={"jax": jax})
+    self.assertEqual(failed, 0)
+    net = pax.Sequential(pax.Linear(2, 3), jax.nn.relu, pax.Linear(3, 1))
+    bare = dataclass_floor.bare_mirror(net)
+    leaves, treedef = jax.tree_util.tree_flatten(net)
+    bare_leaves, bare_def = jax.tree_util.tree_flatten(bare)
+    self.assertEqual([id(x) for x in leaves], [id(x) for x in bare_leaves])
+    self.assertEqual(treedef.num_nodes, bare_def.num_nodes)
+    self.assertIsNot(type(bare.layers[0]), type(net.layers[0]))
 
 
 class SameProgramTest(absltest.TestCase):

@@ -15,8 +15,6 @@ node by calling the class with keyword arguments, which costs more than
 building a dict; pax can at best match this floor.
 """
 
-import types
-
 import json
 import statistics
 import sys
@@ -29,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 import pax_haiku as pax
+from tools.bench import dataclass_floor
 
 _ROUNDS = flags.DEFINE_integer("rounds", 15, "Interleaved timing rounds.")
 _JSON = flags.DEFINE_string("json", None, "Also write results to this file.")
@@ -44,26 +43,9 @@ def build():
   return net, params
 
 
-class _BareLayer(types.SimpleNamespace):
-  """A register_dataclass node like pax's `Linear` layout, without pax."""
-
-
-class _BareSequential(types.SimpleNamespace):
-  """A register_dataclass node like pax's `Sequential` layout, without pax."""
-
-
-for _cls, _data in ((_BareLayer, ["weight", "bias"]),
-                    (_BareSequential, ["layers"])):
-  _cls.__init__ = types.SimpleNamespace.__init__
-  _cls.layout = _cls
-  jax.tree_util.register_dataclass(_cls, data_fields=_data,
-                                   meta_fields=["layout"])
-
-
 def bare_tree(net):
-  """`net` (a Sequential of Linear) as bare dataclass nodes (the floor)."""
-  return _BareSequential(layers=tuple(
-      _BareLayer(weight=l.weight, bias=l.bias) for l in net.layers))
+  """`net` as bare dataclass nodes (the floor; see `dataclass_floor`)."""
+  return dataclass_floor.bare_mirror(net)
 
 
 def per_call_us(fn, number):

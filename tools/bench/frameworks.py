@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 import pax_haiku as pax
+from tools.bench import dataclass_floor
 from tools.bench import measure
 from tools.bench import workloads as wl_lib
 
@@ -106,6 +107,11 @@ class Impl:
 
   def flatten_case(self) -> Optional[Callable[[], Any]]:
     """flatten + unflatten of the model (None: not applicable)."""
+    return None
+
+  def flatten_floor_case(self) -> Optional[Callable[[], Any]]:
+    """flatten + unflatten of the model's node structure without the
+    framework's code (see `dataclass_floor`; None: not measured)."""
     return None
 
   def args_flatten_case(self) -> Optional[Callable[[], Any]]:
@@ -484,6 +490,10 @@ class PaxHaikuImpl(Impl):
   def flatten_case(self):
     model = self.model
     return lambda: round_trip(model)
+
+  def flatten_floor_case(self):
+    bare = dataclass_floor.bare_mirror(self.model)
+    return lambda: round_trip(bare)
 
   def args_flatten_case(self):
     args = (self.model, self.optimizer, self.x, self.y)

@@ -80,8 +80,8 @@ _GC_FREEZE = flags.DEFINE_bool(
     "gc_freeze", False, "gc.freeze() during the eager rounds (shows what "
     "Python's garbage collector costs each framework).")
 _PAX_VARIANTS = flags.DEFINE_bool(
-    "pax_variants", False, "Also run pax_haiku with `pax.nets.MLP` on the "
-    "MLP workloads.")
+    "pax_variants", True, "Also run pax_haiku with `pax.nets.MLP` (one "
+    "Haiku-backed module) on the MLP workloads, beside `pax.Sequential`.")
 
 
 @dataclasses.dataclass
@@ -121,7 +121,7 @@ class Config:
   min_rounds: int = 3
   sample_s: float = 0.25
   flatten_sample_s: float = 0.02
-  pax_variants: bool = False
+  pax_variants: bool = True
   gc_freeze: bool = False
   quick: bool = False
   seed: int = 0
@@ -179,6 +179,10 @@ def _make_impls(cfg: Config, workload: wl_lib.Workload, runnable: List[str],
 # ----------------------------------------------------------------------------
 # Measuring one workload.
 # ----------------------------------------------------------------------------
+
+
+def _floor_name(row_name: str) -> str:
+  return f"{row_name} (JAX floor)"
 
 
 def _fit_rounds(budget_s: float, per_round_s: float, lo: int, hi: int) -> int:
@@ -375,8 +379,12 @@ def run_workload(cfg: Config, workload: wl_lib.Workload,
   py: Dict[str, Tuple[Dict[str, List[float]], Dict[str, List[float]]]] = {}
   for kind in ("flatten", "args_flatten", "params"):
     kind_cases = {}
-    for n in names:
-      fn = getattr(by_name[n], f"{kind}_case")()
+    fns = {n: getattr(by_name[n], f"{kind}_case")() for n in names}
+    if kind == "flatten":
+      # JAX's floor for each model's node structure, in the same rounds.
+      fns.update({_floor_name(n): by_name[n].flatten_floor_case()
+                  for n in names})
+    for n, fn in fns.items():
       if fn is None:
         continue
       fn()
@@ -426,12 +434,13 @@ def run_workload(cfg: Config, workload: wl_lib.Workload,
       row["scan_ratio"], row["scan_ratio_spread"] = _ratio_stats(
           scan_ratios[n])
     for kind, (samples, ratios) in py.items():
-      if n in samples:
-        row[f"{kind}_us"] = measure.median(samples[n])
-        row[f"{kind}_samples_us"] = samples[n]
-        if n in ratios:
-          row[f"{kind}_ratio"], row[f"{kind}_ratio_spread"] = _ratio_stats(
-              ratios[n])
+      for key, case in ((kind, n), (f"{kind}_floor", _floor_name(n))):
+        if case in samples:
+          row[f"{key}_us"] = measure.median(samples[case])
+          row[f"{key}_samples_us"] = samples[case]
+          if case in ratios:
+            row[f"{key}_ratio"], row[f"{key}_ratio_spread"] = (
+                _ratio_stats(ratios[case]))
     rows[n] = row
   res["rows"] = rows
   res["loss_check"] = {
@@ -439,6 +448,12 @@ def run_workload(cfg: Config, workload: wl_lib.Workload,
           1.0, abs(losses[base.name])) for n in names}
   if floor:
     res["floor"] = floor
+  # Every pax_haiku row (its variants too): the same program as raw Haiku?
+  res["same_program"] = {
+      n: {"step": measure.same_program(hlo_text[base.name], hlo_text[n]),
+          "scan": (measure.same_program(scan_text[base.name], scan_text[n])
+                   if n in scan_text and base.name in scan_text else None)}
+      for n in names if by_name[n].family == "pax_haiku"}
   if "pax_haiku" in by_name:
     res["hlo_pax_vs_haiku"] = {
         "haiku": hlo[base.name], "pax_haiku": hlo["pax_haiku"],
@@ -513,23 +528,25 @@ def evaluate_targets(results: Dict[str, Any]) -> List[Dict[str, Any]]:
     for wname, wres in results["workloads"].items():
       if names is not None and wname not in names:
         continue
-      row = wres["rows"].get("pax_haiku")
-      if row is None or row.get(key) is None:
-        continue
-      value = row[key]
-      met = (value == limit) if key == "hlo_ratio" else (value <= limit)
-      spread = (row.get(key.replace("_ratio", "_ratio_spread"))
-                if key.endswith("_ratio") else None)
-      # A fused scan that compiles to raw Haiku's very program (same
-      # instructions, shapes and order; only argument names differ) runs the
-      # same machine code: a measured gap is this machine's noise, shown
-      # with its spread, not a cost of the bridge.
-      same = (key == "scan_ratio" and
-              (wres.get("hlo_pax_vs_haiku") or {}).get("scan_same_program"))
-      out.append({"target": desc, "workload": wname, "key": key,
-                  "value": value, "spread": spread, "limit": limit,
-                  "unit": unit, "met": bool(met or same),
-                  "same_program": bool(same)})
+      for rname, row in wres["rows"].items():
+        if row.get("family") != "pax_haiku" or row.get(key) is None:
+          continue
+        value = row[key]
+        met = (value == limit) if key == "hlo_ratio" else (value <= limit)
+        spread = (row.get(key.replace("_ratio", "_ratio_spread"))
+                  if key.endswith("_ratio") else None)
+        # A fused scan that compiles to raw Haiku's very program (same
+        # instructions, shapes and order; only argument names differ) runs
+        # the same machine code: a measured gap is this machine's noise,
+        # shown with its spread, not a cost of the bridge.
+        same = (key == "scan_ratio" and
+                (wres.get("same_program") or {}).get(rname, {}).get("scan"))
+        out.append({"target": desc, "workload": wname, "row": rname,
+                    "key": key, "value": value, "spread": spread,
+                    "limit": limit, "unit": unit, "met": bool(met or same),
+                    "same_program": bool(same),
+                    "floor_ratio": (row.get("flatten_floor_ratio")
+                                    if key == "flatten_ratio" else None)})
   return out
 
 
@@ -679,6 +696,12 @@ def _load(value) -> str:
   return "?" if not value else "/".join(f"{x:.1f}" for x in value)
 
 
+def _target_workload(t: Dict[str, Any]) -> str:
+  row = t.get("row", "pax_haiku")
+  return t["workload"] if row == "pax_haiku" else (
+      f"{t['workload']} `{row.replace('pax_haiku ', '')}`")
+
+
 def _targets_md(results) -> List[str]:
   targets = results["targets"]
   if not targets:
@@ -690,18 +713,35 @@ def _targets_md(results) -> List[str]:
       value = f"{t['value']:.1f} µs"
     elif t["key"] == "hlo_ratio":
       row = results["workloads"][t["workload"]]["rows"]
-      value = (f"{row['pax_haiku']['hlo_instructions']} vs "
+      value = (f"{row[t.get('row', 'pax_haiku')]['hlo_instructions']} vs "
                f"{row['haiku']['hlo_instructions']} instructions")
     else:
       spread = t.get("spread")
       value = f"{t['value']:.3f}x" + (
           f" ±{spread:.3f}" if spread is not None else "")
+    if t.get("floor_ratio") is not None:
+      value += f" (JAX floor {t['floor_ratio']:.2f}x)"
     met = "yes" if t["met"] else "**no**"
     if t.get("same_program"):
       met += " (same compiled program as raw Haiku)"
-    lines.append(f"| {t['target']} | {t['workload']} | {value} | {met} |")
-  n_met = sum(t["met"] for t in targets)
-  lines += ["", f"{n_met} of {len(targets)} met. Timing ratios are medians "
+    lines.append(f"| {t['target']} | {_target_workload(t)} | {value} | "
+                 f"{met} |")
+  counts = []
+  for rname in dict.fromkeys(t.get("row", "pax_haiku") for t in targets):
+    mine = [t for t in targets if t.get("row", "pax_haiku") == rname]
+    counts.append(f"{rname}: {sum(t['met'] for t in mine)} of {len(mine)} "
+                  "met")
+  lines += ["", "; ".join(counts) + ". The `pax_haiku` row builds MLPs as "
+            "`pax.Sequential` of `pax.Linear` and `jax.nn.relu` (the PAX "
+            "idiom: one pytree node per layer); `pax_haiku [nets_mlp]` is "
+            "`pax.nets.MLP`, one Haiku-backed module holding `hk.nets.MLP`'s "
+            "params. *JAX floor*: the same tree of nodes built from bare "
+            "`jax.tree_util.register_dataclass` classes with no pax code "
+            "(`tools/bench/dataclass_floor.py`), as a ratio to the Haiku "
+            "dict; JAX rebuilds a dataclass node by calling its class with "
+            "keyword arguments, several times dearer than a dict, so a tree "
+            "with one node per layer cannot reach the flatten target however "
+            "little pax adds. Timing ratios are medians "
             "of per-round ratios to bracketing raw-Haiku samples, ± half "
             "their interquartile range: a miss by less than its ± is not "
             "resolved by this run (a shared, busy machine). A fused scan "
@@ -748,6 +788,19 @@ def _workload_md(name: str, wres: Dict[str, Any]) -> List[str]:
                        if r.get("args_flatten_ratio") is not None and
                        r["family"] != "haiku" else "")
                     for n, r in args) + ".")
+  floors = [(n, r) for n, r in wres["rows"].items()
+            if r.get("flatten_floor_us") is not None and r.get("flatten_us")]
+  if floors:
+    lines.append("")
+    lines.append(
+        "JAX floor of the model's flatten+unflatten (the same node "
+        "structure as bare `register_dataclass` classes, no pax code): "
+        + ", ".join(
+            f"{n} {_fmt(r['flatten_floor_us'])} µs ("
+            + (f"{r['flatten_floor_ratio']:.2f}x the Haiku dict; "
+               if r.get("flatten_floor_ratio") is not None else "")
+            + f"{n} is {r['flatten_us'] / r['flatten_floor_us']:.2f}x it)"
+            for n, r in floors) + ".")
   hv = wres.get("hlo_pax_vs_haiku")
   if hv:
     lines.append("")
