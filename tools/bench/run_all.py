@@ -32,6 +32,7 @@ import math
 import os
 import platform
 import sys
+import re
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -79,6 +80,9 @@ _BUDGET_SCALE = flags.DEFINE_float(
 _GC_FREEZE = flags.DEFINE_bool(
     "gc_freeze", False, "gc.freeze() during the eager rounds (shows what "
     "Python's garbage collector costs each framework).")
+_HLO_DIR = flags.DEFINE_string(
+    "hlo_dir", None, "Also write every row's optimized step HLO, as compiled "
+    "and normalized (`measure.normalized_program`), to this folder.")
 _PAX_VARIANTS = flags.DEFINE_bool(
     "pax_variants", True, "Also run pax_haiku with `pax.nets.MLP` (one "
     "Haiku-backed module) on the MLP workloads, beside `pax.Sequential`.")
@@ -106,6 +110,8 @@ class Config:
     gc_freeze: `gc.freeze()` during the eager rounds (moves every live
       Python object out of the collector's reach, so that full collections
       triggered by the steps' allocations are cheap), to show their cost.
+    hlo_dir: if set, each row's step HLO is written there
+      (`<workload>.<row>.hlo.txt` and `.normalized.txt`).
     quick: smoke-test mode (recorded in the report).
     seed: data and round-order seed.
   """
@@ -123,6 +129,7 @@ class Config:
   flatten_sample_s: float = 0.02
   pax_variants: bool = True
   gc_freeze: bool = False
+  hlo_dir: Optional[str] = None
   quick: bool = False
   seed: int = 0
 
@@ -179,6 +186,17 @@ def _make_impls(cfg: Config, workload: wl_lib.Workload, runnable: List[str],
 # ----------------------------------------------------------------------------
 # Measuring one workload.
 # ----------------------------------------------------------------------------
+
+
+def _write_hlo(folder: str, workload: str, texts: Dict[str, str]) -> None:
+  os.makedirs(folder, exist_ok=True)
+  for name, text in texts.items():
+    stem = os.path.join(folder, f"{workload}." +
+                        re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_"))
+    for suffix, body in (("hlo.txt", text),
+                         ("normalized.txt", measure.normalized_program(text))):
+      with open(f"{stem}.{suffix}", "w") as f:
+        f.write(body)
 
 
 def _floor_name(row_name: str) -> str:
@@ -307,6 +325,8 @@ def run_workload(cfg: Config, workload: wl_lib.Workload,
       n: [s / b for s, b in zip(compile_samples[n], compile_samples[base.name])]
       for n in names}
   hlo_text = {n: by_name[n].hlo_text() for n in names}
+  if cfg.hlo_dir:
+    _write_hlo(cfg.hlo_dir, workload.name, hlo_text)
   hlo_hist = {n: measure.opcode_histogram(t) for n, t in hlo_text.items()}
   hlo = {n: sum(h.values()) for n, h in hlo_hist.items()}
   _log(f"[{workload.name}] compiled ({1 + extra} round(s)); HLO "
@@ -896,7 +916,7 @@ def config_from_flags() -> Config:
   overrides = {"workloads": tuple(_WORKLOADS.value),
                "frameworks": tuple(_FRAMEWORKS.value),
                "pax_variants": _PAX_VARIANTS.value,
-               "gc_freeze": _GC_FREEZE.value}
+               "gc_freeze": _GC_FREEZE.value, "hlo_dir": _HLO_DIR.value}
   for flag, key in ((_ROUNDS, "rounds"), (_COMPILE_ROUNDS, "compile_rounds"),
                     (_SCAN_STEPS, "scan_steps")):
     if flag.value is not None:
