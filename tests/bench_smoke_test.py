@@ -133,6 +133,11 @@ class SameProgramTest(absltest.TestCase):
          .replace("%p.1", "%arg.7").replace('op_name=\"x\"', 'op_name="y"'))
     self.assertTrue(measure.same_program(a, b))
     self.assertFalse(measure.same_program(a, a.replace("negate", "abs")))
+    # GPU modules carry a hash of their (named) text: not part of the program.
+    gpu = a.replace("jit_a,", 'jit_a, frontend_attributes={'
+                    'fingerprint_before_lhs="393c46"},')
+    self.assertTrue(measure.same_program(
+        gpu, gpu.replace("393c46", "c5a83a").replace("jit_a", "jit_b")))
     self.assertFalse(measure.same_program(a, a.replace("f32[2]{0} neg",
                                                        "f16[2]{0} neg")))
 

@@ -169,6 +169,8 @@ def normalized_program(hlo_text: str) -> str:
   of their arguments (pax's `layers_0__weight` vs Haiku's `linear_0__w`).
   """
   text = re.sub(r"metadata=\{[^}]*\}", "", hlo_text)
+  # GPU: a hash of the module (names included) before the scheduler runs.
+  text = re.sub(r'fingerprint_before_lhs="[0-9a-f]*"', "", text)
   text = re.sub(r",? ?stack_frame_id=\d+", "", text)
   lines = [l for l in text.splitlines()
            if not re.match(r"^\s*\d+ ", l)  # File/function/frame tables.
