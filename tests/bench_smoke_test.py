@@ -121,6 +121,21 @@ class DataclassFloorTest(absltest.TestCase):
     self.assertIsNot(type(bare.layers[0]), type(net.layers[0]))
 
 
+  def test_core_bench_measures_pax_beside_its_floor(self):
+    from tools.bench import core_bench  # pylint: disable=g-import-not-at-top
+    res = core_bench.measure(rounds=1)
+    for key in ("pax_flatten_unflatten", "bare_dataclass_flatten_unflatten",
+                "pax_with_relu_flatten_unflatten",
+                "bare_dataclass_with_relu_flatten_unflatten",
+                "pax_parameters_plus_update_new_leaves"):
+      self.assertGreater(res[key], 0.0, key)
+    # Same leaves either way: relu layers add nodes, not leaves.
+    net, _ = core_bench.build()
+    import jax  # pylint: disable=g-import-not-at-top
+    self.assertLen(jax.tree_util.tree_leaves(core_bench.with_activations(net)),
+                   2 * core_bench.DEPTH)
+
+
 class SameProgramTest(absltest.TestCase):
 
   def test_names_do_not_matter_instructions_do(self):
