@@ -229,7 +229,7 @@ class Optimizer(module_lib.Module):
           "parameters: `optimizer = pax.from_optax(tx)(model.parameters())`.")
     transforms.chex_check(
         chex.assert_trees_all_equal_structs, grads, params, error=ValueError,
-        message=(
+        message=lambda: (
             f"{api}: the gradients do not have the structure of the "
             "parameters: "
             f"{haiku_naming.first_difference(params, grads)}.\nLikely cause: "

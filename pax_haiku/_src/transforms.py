@@ -12,7 +12,7 @@ Inputs are checked (with chex where it helps) and a bad input is a
 """
 
 import functools
-from typing import Any, Callable, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Callable, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import chex
 import jax
@@ -34,16 +34,20 @@ _JAX_GRAD_KWARGS = ("holomorphic", "allow_int", "reduce_axes")
 
 
 def chex_check(assertion: Callable[..., None], *args: Any,
-               error: Type[Exception], message: str, **kwargs: Any) -> None:
+               error: Type[Exception], message: Union[str, Callable[[], str]],
+               **kwargs: Any) -> None:
   """Runs a chex assertion; raises `error(message)` if it fails.
 
   The chex failure is kept as the exception's `__cause__`. Like every chex
-  assertion, the check is skipped under `chex.disable_asserts()`.
+  assertion, the check is skipped under `chex.disable_asserts()`. `message`
+  may be a function returning the text, for messages that cost work to
+  build (naming the first difference of two trees): it then runs only when
+  the check fails, not at every trace.
   """
   try:
     assertion(*args, **kwargs)
   except AssertionError as e:
-    raise error(message) from e
+    raise error(message() if callable(message) else message) from e
 
 
 def fn_name(fn: Any) -> str:

@@ -57,7 +57,7 @@ def _check_loss_fn_output(out: Any, model: module_lib.Module,
   transforms.chex_check(
       chex.assert_trees_all_equal_structs, new_model, model,
       error=ValueError,
-      message=str(_output_error(
+      message=lambda: str(_output_error(
           loss_fn,
           "the returned model does not have the structure of the input "
           "model: " + haiku_naming.first_difference(model, new_model),
