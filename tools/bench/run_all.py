@@ -312,15 +312,26 @@ def run_workload(cfg: Config, workload: wl_lib.Workload,
     for impl in impls:
       impl.warm_trace()
   compile_fns = {n: by_name[n].compile_sample for n in names}
-  pair = (base.name, "pax_haiku")
-  compile_samples = measure.interleaved(compile_fns, 1, cfg.seed, pair)
+  # Raw Haiku and every pax_haiku row compile back to back in each round.
+  ours = [base.name] + [n for n in names
+                        if by_name[n].family == "pax_haiku"]
+  compile_samples = measure.interleaved(compile_fns, 1, cfg.seed, ours)
   round_s = sum(v[0] for v in compile_samples.values())
   extra = _fit_rounds(cfg.compile_budget_s - round_s, round_s, 0,
                       cfg.compile_rounds - 1)
   if extra:
-    more = measure.interleaved(compile_fns, extra, cfg.seed + 1, pair)
+    more = measure.interleaved(compile_fns, extra, cfg.seed + 1, ours)
     compile_samples = {n: compile_samples[n] + more[n] for n in names}
   res["compile_rounds"] = 1 + extra
+  # The compile-time target needs a few ratios even where the budget cut
+  # the peers to fewer rounds: raw Haiku and pax_haiku get the rest alone.
+  ours_only = min(cfg.compile_rounds, cfg.min_rounds) - (1 + extra)
+  if ours_only > 0:
+    more = measure.interleaved({n: compile_fns[n] for n in ours}, ours_only,
+                               cfg.seed + 5, ours)
+    for n in ours:
+      compile_samples[n] = compile_samples[n] + more[n]
+  res["compile_rounds_pax_haiku"] = 1 + extra + max(0, ours_only)
   compile_ratios = {
       n: [s / b for s, b in zip(compile_samples[n], compile_samples[base.name])]
       for n in names}
@@ -778,7 +789,10 @@ def _workload_md(name: str, wres: Dict[str, Any]) -> List[str]:
            f"{wres['eager_rounds']} rounds. Fused scan: "
            f"{wres['scan_steps']} steps in one `jax.lax.scan`, "
            f"{wres['scan_rounds']} rounds. Compile: "
-           f"{wres['compile_rounds']} round(s).", ""]
+           f"{wres['compile_rounds']} round(s)" + (
+               f" ({wres['compile_rounds_pax_haiku']} for raw Haiku and "
+               "pax_haiku)" if wres.get("compile_rounds_pax_haiku", 0) >
+               wres["compile_rounds"] else "") + ".", ""]
   lines.append("| " + " | ".join(COLUMNS) + " |")
   lines.append("|" + "---|" * len(COLUMNS))
   for cells in table_rows(wres):
