@@ -31,8 +31,8 @@ import json
 import math
 import os
 import platform
-import sys
 import re
+import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -491,12 +491,8 @@ def run_workload(cfg: Config, workload: wl_lib.Workload,
         "identical_count": hlo[base.name] == hlo["pax_haiku"],
         "scan_haiku": scan_hlo.get(base.name),
         "scan_pax_haiku": scan_hlo.get("pax_haiku"),
-        "same_program": measure.same_program(hlo_text[base.name],
-                                             hlo_text["pax_haiku"]),
-        "scan_same_program": (
-            measure.same_program(scan_text[base.name],
-                                 scan_text["pax_haiku"])
-            if "pax_haiku" in scan_text else None),
+        "same_program": res["same_program"]["pax_haiku"]["step"],
+        "scan_same_program": res["same_program"]["pax_haiku"]["scan"],
     }
     control_text = None
     if not res["hlo_pax_vs_haiku"]["same_program"]:
@@ -769,10 +765,11 @@ def _targets_md(results) -> List[str]:
             "params. *JAX floor*: the same tree of nodes built from bare "
             "`jax.tree_util.register_dataclass` classes with no pax code "
             "(`tools/bench/dataclass_floor.py`), as a ratio to the Haiku "
-            "dict; JAX rebuilds a dataclass node by calling its class with "
-            "keyword arguments, several times dearer than a dict, so a tree "
-            "with one node per layer cannot reach the flatten target however "
-            "little pax adds. Timing ratios are medians "
+            "dict. JAX rebuilds a dataclass node by calling its class with "
+            "keyword arguments, dearer than building a dict, and a model "
+            "with one node per layer (function layers included) has more "
+            "nodes than Haiku's dicts: such a tree costs more than the dicts "
+            "however little pax adds. Timing ratios are medians "
             "of per-round ratios to bracketing raw-Haiku samples, ± half "
             "their interquartile range: a miss by less than its ± is not "
             "resolved by this run (a shared, busy machine). A fused scan "
