@@ -136,6 +136,26 @@ class DataclassFloorTest(absltest.TestCase):
                    2 * core_bench.DEPTH)
 
 
+class CompileBreakdownTest(absltest.TestCase):
+
+  def test_command_splits_compile_time_per_row(self):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.bench.compile_breakdown",
+         "--workload=W1", "--rounds=1"],
+        cwd=_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        check=False)
+    self.assertEqual(proc.returncode, 0, msg=proc.stderr[-3000:])
+    rows = [l.split()[0:2] for l in proc.stdout.splitlines()
+            if "trace" in l and "compile" in l]
+    self.assertEqual([r[0] for r in rows], ["haiku", "pax_haiku", "pax_haiku"])
+    for line in proc.stdout.splitlines()[1:]:
+      self.assertRegex(line, r"trace \d+\.\d+ .*lower \d+\.\d+ .*compile "
+                       r"\d+\.\d+ .*total \d+\.\d+")
+
+
 class SameProgramTest(absltest.TestCase):
 
   def test_names_do_not_matter_instructions_do(self):

@@ -49,14 +49,8 @@ def breakdown(workload_name: str, rounds: int) -> Dict[str, Dict[str, float]]:
   x, y = jnp.asarray(xs[0]), jnp.asarray(ys[0])
   params, state = wl_lib.haiku_init(workload, x)
   weights = wl_lib.canonical_weights(workload, params)
-  impls = [frameworks.HaikuImpl(workload, weights, x, y, params=params,
-                                state=state),
-           frameworks.PaxHaikuImpl(workload, weights, x, y,
-                                   haiku_params=params)]
-  if workload.kind == "mlp":
-    impls.append(frameworks.PaxHaikuImpl(workload, weights, x, y,
-                                         haiku_params=params,
-                                         variant="nets_mlp"))
+  impls = frameworks.haiku_and_pax_impls(workload, weights, params, state,
+                                         x, y)
   for impl in impls:  # Fills the caches every row shares (warm-up).
     stage_seconds(impl)
   samples: Dict[str, Dict[str, List[float]]] = {

@@ -505,6 +505,17 @@ class PaxHaikuImpl(Impl):
     return lambda: (model.parameters(), model.update_parameters(grads))
 
 
-def builtin_impls() -> Dict[str, Any]:
-  """Factories of the always-available rows, by family."""
-  return {"haiku": [HaikuImpl], "pax_haiku": [PaxHaikuImpl]}
+def haiku_and_pax_impls(workload: wl_lib.Workload, weights: wl_lib.Weights,
+                        params: Any, state: Any, x: Any, y: Any, *,
+                        pax_haiku: bool = True, pax_variants: bool = True
+                        ) -> List[Impl]:
+  """Raw Haiku's row, then pax_haiku's (if `pax_haiku`), and on MLP
+  workloads `pax.nets.MLP`'s beside `pax.Sequential`'s (if `pax_variants`)."""
+  impls: List[Impl] = [HaikuImpl(workload, weights, x, y, params=params,
+                                 state=state)]
+  if pax_haiku:
+    impls.append(PaxHaikuImpl(workload, weights, x, y, haiku_params=params))
+    if pax_variants and workload.kind == "mlp":
+      impls.append(PaxHaikuImpl(workload, weights, x, y, haiku_params=params,
+                                variant="nets_mlp"))
+  return impls

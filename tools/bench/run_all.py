@@ -168,14 +168,9 @@ def availability(families: Sequence[str]) -> Dict[str, Optional[str]]:
 
 def _make_impls(cfg: Config, workload: wl_lib.Workload, runnable: List[str],
                 weights, params, state, x, y) -> List[frameworks.Impl]:
-  impls: List[frameworks.Impl] = [frameworks.HaikuImpl(
-      workload, weights, x, y, params=params, state=state)]
-  if "pax_haiku" in runnable:
-    impls.append(frameworks.PaxHaikuImpl(workload, weights, x, y,
-                                         haiku_params=params))
-    if cfg.pax_variants and workload.kind == "mlp":
-      impls.append(frameworks.PaxHaikuImpl(
-          workload, weights, x, y, haiku_params=params, variant="nets_mlp"))
+  impls = frameworks.haiku_and_pax_impls(
+      workload, weights, params, state, x, y,
+      pax_haiku="pax_haiku" in runnable, pax_variants=cfg.pax_variants)
   for family in ("equinox", "flax_nnx", "pax"):
     if family in runnable:
       for cls in PEERS[family].IMPLS:
