@@ -87,6 +87,7 @@ class BenchSmokeTest(absltest.TestCase):
       self.assertEqual(results["workloads"]["W1"]["same_program"][name],
                        {"step": True, "scan": True})
       self.assertGreater(rows[name]["flatten_floor_us"], 0)
+      self.assertGreater(rows[name]["flatten_floor_no_meta_us"], 0)
     self.assertGreater(rows["haiku"]["hlo_instructions"], 0)
     self.assertEqual(rows["pax_haiku"]["hlo_instructions"],
                      rows["haiku"]["hlo_instructions"])
@@ -127,6 +128,7 @@ class DataclassFloorTest(absltest.TestCase):
     for key in ("pax_flatten_unflatten", "bare_dataclass_flatten_unflatten",
                 "pax_with_relu_flatten_unflatten",
                 "bare_dataclass_with_relu_flatten_unflatten",
+                "bare_dataclass_with_relu_no_meta_flatten_unflatten",
                 "pax_parameters_plus_update_new_leaves"):
       self.assertGreater(res[key], 0.0, key)
     # Same leaves either way: relu layers add nodes, not leaves.

@@ -116,8 +116,11 @@ def _layout_class(base: type, data: Tuple[str, ...], meta: Tuple[str, ...],
         "_pax_static_fields": tuple(n for n, _ in static),
     })
     cls = type(base.__name__, (base,), namespace)
-    # JAX compares dataclass treedefs by fields, not by type: the layout class
-    # itself is a meta field so that different layouts never compare equal.
+    # JAX 0.10.2 compares dataclass treedefs by arity and meta values, not by
+    # type, and jit's caches trust that equality: without this meta field
+    # some jitted calls come back with another layout's static values (see
+    # `test_jit_keeps_layouts_apart`). It costs flatten time, most on nodes
+    # without data (tools/bench/dataclass_floor.py measures both).
     cls._pax_layout = cls
     jax.tree_util.register_dataclass(cls, data_fields=list(data),
                                      meta_fields=["_pax_layout", *meta])

@@ -11,6 +11,12 @@ what the node structure costs (a dataclass node is rebuilt by calling its
 class with keyword arguments, dearer than building a dict) from what pax
 adds on top.
 
+`bare_mirror(model, layout_field=False)` drops the meta field: what the same
+nodes would cost if JAX's treedef equality told dataclass types apart. pax
+cannot drop it (JAX 0.10.2 compares dataclass treedefs without their type and
+jit's caches would mix up layouts; see `pax_haiku/_src/module.py`), so this
+second floor only shows how much of the gap that JAX behaviour accounts for.
+
 >>> import pax_haiku as pax
 >>> net = pax.Sequential(pax.Linear(2, 3), jax.nn.relu, pax.Linear(3, 1))
 >>> bare = bare_mirror(net)
@@ -18,6 +24,9 @@ adds on top.
 True
 >>> type(bare).__name__
 'BareSequential'
+>>> no_meta = bare_mirror(net, layout_field=False)
+>>> jax.tree_util.tree_structure(no_meta).node_data()[1]
+()
 """
 
 import types
@@ -27,31 +36,49 @@ import jax
 
 import pax_haiku as pax
 
-_CLASSES: Dict[Tuple[str, Tuple[str, ...]], type] = {}
+_CLASSES: Dict[Tuple[str, Tuple[str, ...], bool], type] = {}
 
 
-def bare_class(name: str, data_fields: Tuple[str, ...]) -> type:
-  """A registered bare dataclass node class with `data_fields` (cached)."""
-  key = (name, tuple(data_fields))
+def bare_class(name: str, data_fields: Tuple[str, ...],
+               layout_field: bool = True) -> type:
+  """A registered bare dataclass node class with `data_fields` (cached).
+
+  Args:
+    name: the class name (prefixed with `Bare`).
+    data_fields: the node's children.
+    layout_field: give it one meta field holding the class, as pax's
+      `_pax_layout`.
+  """
+  key = (name, tuple(data_fields), layout_field)
   cls = _CLASSES.get(key)
   if cls is None:
     cls = type(f"Bare{name}", (types.SimpleNamespace,),
                {"__init__": types.SimpleNamespace.__init__})
-    cls.layout = cls  # The one meta field, like pax's `_pax_layout`.
+    meta = []
+    if layout_field:
+      cls.layout = cls
+      meta.append("layout")
     jax.tree_util.register_dataclass(cls, data_fields=list(data_fields),
-                                     meta_fields=["layout"])
+                                     meta_fields=meta)
     _CLASSES[key] = cls
   return cls
 
 
-def _mirror_module(module: pax.Module) -> Any:
+def _mirror_module(module: pax.Module, layout_field: bool) -> Any:
   fields = type(module)._pax_data_fields  # pylint: disable=protected-access
-  cls = bare_class(module.__class__.__name__, fields)
-  return cls(**{f: bare_mirror(getattr(module, f)) for f in fields})
+  cls = bare_class(module.__class__.__name__, fields, layout_field)
+  return cls(**{f: bare_mirror(getattr(module, f), layout_field)
+                for f in fields})
 
 
-def bare_mirror(tree: Any) -> Any:
-  """`tree` with every pax module replaced by a bare dataclass node."""
+def bare_mirror(tree: Any, layout_field: bool = True) -> Any:
+  """`tree` with every pax module replaced by a bare dataclass node.
+
+  Args:
+    tree: a pytree holding pax modules.
+    layout_field: give each node pax's one meta field (False: none).
+  """
   return jax.tree_util.tree_map(
-      lambda x: _mirror_module(x) if isinstance(x, pax.Module) else x, tree,
+      lambda x: (_mirror_module(x, layout_field)
+                 if isinstance(x, pax.Module) else x), tree,
       is_leaf=lambda x: isinstance(x, pax.Module))

@@ -109,9 +109,15 @@ class Impl:
     """flatten + unflatten of the model (None: not applicable)."""
     return None
 
-  def flatten_floor_case(self) -> Optional[Callable[[], Any]]:
+  def flatten_floor_case(self, layout_field: bool = True
+                         ) -> Optional[Callable[[], Any]]:
     """flatten + unflatten of the model's node structure without the
-    framework's code (see `dataclass_floor`; None: not measured)."""
+    framework's code (see `dataclass_floor`; None: not measured).
+
+    Args:
+      layout_field: keep pax's one meta field per node (False: the floor
+        JAX would charge if its treedef equality told dataclass types apart).
+    """
     return None
 
   def args_flatten_case(self) -> Optional[Callable[[], Any]]:
@@ -491,8 +497,8 @@ class PaxHaikuImpl(Impl):
     model = self.model
     return lambda: round_trip(model)
 
-  def flatten_floor_case(self):
-    bare = dataclass_floor.bare_mirror(self.model)
+  def flatten_floor_case(self, layout_field=True):
+    bare = dataclass_floor.bare_mirror(self.model, layout_field)
     return lambda: round_trip(bare)
 
   def args_flatten_case(self):
