@@ -88,22 +88,30 @@ class Impl:
 
   def _loop(self, step: Callable[..., Any], carry: Carry,
             n: int) -> Tuple[Carry, jax.Array]:
-    """`n` steps in the framework's natural Python-loop style."""
-    raise NotImplementedError
+    """`n` steps called from a Python loop.
+
+    The default suits a jitted `step(*carry, x, y) -> (*carry, loss)` (raw
+    Haiku, pax_haiku, Equinox); frameworks whose step has another calling
+    convention override it.
+    """
+    x, y = self.x, self.y
+    for _ in range(n):
+      *carry, loss = step(*carry, x, y)
+    return tuple(carry), loss
 
   def _lower(self, step: Callable[..., Any], carry: Carry) -> Any:
-    raise NotImplementedError
+    return step.lower(*carry, self.x, self.y)
 
   def _build_scan(self) -> Callable[..., Any]:
     raise NotImplementedError
 
   def _scan_call(self, scan: Callable[..., Any], carry: Carry, xs: Any,
                  ys: Any) -> Tuple[Carry, jax.Array]:
-    raise NotImplementedError
+    return scan(carry, xs, ys)
 
   def _scan_lower(self, scan: Callable[..., Any], carry: Carry, xs: Any,
                   ys: Any) -> Any:
-    raise NotImplementedError
+    return scan.lower(carry, xs, ys)
 
   def flatten_case(self) -> Optional[Callable[[], Any]]:
     """flatten + unflatten of the model (None: not applicable)."""
@@ -247,16 +255,6 @@ class HaikuImpl(Impl):
   def _initial_carry(self):
     return (self.params, self.state, self.opt_state)
 
-  def _loop(self, step, carry, n):
-    params, state, opt_state = carry
-    x, y = self.x, self.y
-    for _ in range(n):
-      params, state, opt_state, loss = step(params, state, opt_state, x, y)
-    return (params, state, opt_state), loss
-
-  def _lower(self, step, carry):
-    return step.lower(*carry, self.x, self.y)
-
   def _build_scan(self):
     body = self._step_body()
 
@@ -269,12 +267,6 @@ class HaikuImpl(Impl):
       return jax.lax.scan(one, carry, (xs, ys))
 
     return jax.jit(scan)
-
-  def _scan_call(self, scan, carry, xs, ys):
-    return scan(carry, xs, ys)
-
-  def _scan_lower(self, scan, carry, xs, ys):
-    return scan.lower(carry, xs, ys)
 
   def stablehlo_op_count(self) -> int:
     """Operations of the step's StableHLO (before XLA optimizes it)."""
@@ -468,16 +460,6 @@ class PaxHaikuImpl(Impl):
   def _initial_carry(self):
     return (self.model, self.optimizer)
 
-  def _loop(self, step, carry, n):
-    model, optimizer = carry
-    x, y = self.x, self.y
-    for _ in range(n):
-      model, optimizer, loss = step(model, optimizer, x, y)
-    return (model, optimizer), loss
-
-  def _lower(self, step, carry):
-    return step.lower(*carry, self.x, self.y)
-
   def _build_scan(self):
 
     def batch_loss(model, batch):
@@ -486,12 +468,6 @@ class PaxHaikuImpl(Impl):
     update = pax.build_update_fn(batch_loss, scan_mode=True)
     return jax.jit(lambda carry, xs, ys: jax.lax.scan(update, carry,
                                                       (xs, ys)))
-
-  def _scan_call(self, scan, carry, xs, ys):
-    return scan(carry, xs, ys)
-
-  def _scan_lower(self, scan, carry, xs, ys):
-    return scan.lower(carry, xs, ys)
 
   def flatten_case(self):
     model = self.model

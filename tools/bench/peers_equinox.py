@@ -162,16 +162,6 @@ class EquinoxFilterJit(frameworks.Impl):
   def _initial_carry(self):
     return (self.model, self.opt_state)
 
-  def _loop(self, step, carry, n):
-    model, opt_state = carry
-    x, y = self.x, self.y
-    for _ in range(n):
-      model, opt_state, loss = step(model, opt_state, x, y)
-    return (model, opt_state), loss
-
-  def _lower(self, step, carry):
-    return step.lower(*carry, self.x, self.y)
-
   def flatten_case(self):
     model = self.model
     return lambda: frameworks.round_trip(model)
@@ -229,12 +219,6 @@ class EquinoxJaxJit(EquinoxFilterJit):
       return jax.lax.scan(one, carry, (xs, ys))
 
     return jax.jit(scan)
-
-  def _scan_call(self, scan, carry, xs, ys):
-    return scan(carry, xs, ys)
-
-  def _scan_lower(self, scan, carry, xs, ys):
-    return scan.lower(carry, xs, ys)
 
   def args_flatten_case(self):
     args = (self.params, self.opt_state, self.x, self.y)

@@ -182,9 +182,6 @@ class NnxJit(frameworks.Impl):
       loss = step(model, optimizer, x, y)
     return (model, optimizer), loss
 
-  def _lower(self, step, carry):
-    return step.lower(*carry, self.x, self.y)
-
   def flatten_case(self):
     model = self.model
 
