@@ -24,6 +24,7 @@ from haiku._src import transform as hk_transform
 from pax_haiku._src import context
 from pax_haiku._src import haiku_naming
 from pax_haiku._src import module as module_lib
+from pax_haiku._src import module_base
 from pax_haiku._src import pure as pure_lib
 
 RNG_NAME = "rng_key"
@@ -431,7 +432,7 @@ def haiku_call(module: module_lib.Module, *args: Any, **kwargs: Any) -> Any:
   >>> params["linear"]["w"] is net.weight
   True
   """
-  module_lib._require_module("pax.haiku_call", module)
+  module_base.require_module("pax.haiku_call", module)
   if not hk_base.inside_transform():
     raise ValueError("pax.haiku_call must run inside a Haiku transform.\n"
                      "Fix: use `pax.to_haiku(module)` to get one.")
@@ -480,7 +481,7 @@ def to_haiku(module: module_lib.Module) -> hk.TransformedWithState:
   >>> bool((y == net(jnp.ones((1, 2)))).all())
   True
   """
-  module_lib._require_module("pax.to_haiku", module)
+  module_base.require_module("pax.to_haiku", module)
   if not callable(module):
     raise TypeError(f"pax.to_haiku: `{module!r}` defines no `__call__`.")
 

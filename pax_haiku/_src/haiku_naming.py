@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from haiku._src import utils as hk_utils
 
+from pax_haiku._src import module_base as base
+
 PARAMS = "params"
 STATE = "state"
 
@@ -38,34 +40,19 @@ class TreeInfo(NamedTuple):
 
 _CACHE: "collections.OrderedDict[Any, TreeInfo]" = collections.OrderedDict()
 
-# `pax.Module`, registered by module.py (which imports this file; importing it
-# back would be a dependency cycle).
-_MODULE_TYPE: type = type(None)
-_field_values: Any = None
-
-
-def register_module_type(cls: type, field_values: Any) -> None:
-  """Called by module.py with `pax.Module` and its `field_values`."""
-  global _MODULE_TYPE, _field_values
-  _MODULE_TYPE = cls
-  _field_values = field_values
-
-
-def _is_module(x: Any) -> bool:
-  return isinstance(x, _MODULE_TYPE)
-
+_is_module = base.is_module
 
 _CACHE_SIZE = 512
 
 
 def scope_name(module: Any) -> str:
   """The scope name a module claims inside its parent (before dedup)."""
-  custom = getattr(module, "_pax_scope_name", None)
+  custom = module._pax_scope_name()
   if custom is not None:
-    return custom()
+    return custom
   if module._name:
     return module._name
-  return hk_utils.camel_to_snake(type(module)._pax_base.__name__)
+  return hk_utils.camel_to_snake(type(module).__name__)
 
 
 class _Scope:
@@ -102,24 +89,24 @@ def _walk(module: Any, path: str, specs: List[Optional[LeafSpec]],
   frozen = module._frozen
   own_trainable = trainable_ok and not frozen
   sub_trainable = own_trainable and cls._pax_param_submodules
-  leaf_key = getattr(module, "_pax_leaf_key", None)
   scope = _Scope()
-  for field in cls._pax_data_fields:
-    flat, _ = jax.tree_util.tree_flatten_with_path(
-        getattr(module, field), is_leaf=_is_module)
+  children, layout = base.flat(module)
+  for field, value in zip(layout.data, children):
+    flat, _ = jax.tree_util.tree_flatten_with_path(value, is_leaf=_is_module)
     for keypath, leaf in flat:
       if _is_module(leaf):
         child = scope.claim(scope_name(leaf))
         _walk(leaf, f"{path}/~/{child}", specs, sub_trainable, False)
         continue
-      if leaf_key is not None:
-        bundle, name, role = leaf_key(field, path, is_root)
+      key = module._pax_leaf_key(field, path, is_root)
+      if key is not None:
+        bundle, name, role = key
       else:
         bundle, name = path, field + _key_suffix(keypath)
         role = PARAMS if field in cls._pax_trainable else STATE
       specs[leaf] = LeafSpec(bundle, name, role,
                              role == PARAMS and own_trainable and
-                             (leaf_key is not None or
+                             (key is not None or
                               field in cls._pax_trainable))
 
 
@@ -252,11 +239,11 @@ def _show(value: Any) -> str:
 def _static_difference(a: Any, b: Any, path: str) -> Optional[str]:
   """Names the first static attribute where two same-leaf trees differ."""
   if _is_module(a) and _is_module(b):
-    if a._pax_base is not b._pax_base:
-      return (f"`{path or '(root)'}` is a {a._pax_base.__name__} in the first "
-              f"tree and a {b._pax_base.__name__} in the second")
-    a_fields = _field_values(a)
-    b_fields = _field_values(b)
+    if type(a) is not type(b):
+      return (f"`{path or '(root)'}` is a {type(a).__name__} in the first "
+              f"tree and a {type(b).__name__} in the second")
+    a_fields = base.field_values(a)
+    b_fields = base.field_values(b)
     for name in list(a_fields) + [n for n in b_fields if n not in a_fields]:
       if name not in a_fields or name not in b_fields:
         which = "second" if name not in a_fields else "first"

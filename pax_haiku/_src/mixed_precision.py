@@ -35,6 +35,7 @@ import jmp
 from pax_haiku._src import haiku_bridge
 from pax_haiku._src import haiku_naming
 from pax_haiku._src import module as module_lib
+from pax_haiku._src import module_base
 
 T = TypeVar("T", bound=module_lib.Module)
 Policy = Union[jmp.Policy, str]
@@ -136,65 +137,6 @@ def _short(policy: jmp.Policy) -> str:
 
 
 # ----------------------------------------------------------------------------
-# Non-Haiku modules: PAX's casting wrapper around `__call__`.
-# ----------------------------------------------------------------------------
-
-_MP_CLASSES: Dict[Any, type] = {}
-
-
-def _holds_module(value: Any) -> bool:
-  return any(isinstance(l, module_lib.Module) for l in jax.tree_util.tree_leaves(
-      value, is_leaf=module_lib.is_module))
-
-
-def _mp_call(self: module_lib.Module, call: Callable[..., Any],
-             policy: jmp.Policy, args: Any, kwargs: Any) -> Any:
-  d = self.__dict__
-  swapped = {}
-  for name in type(self)._pax_data_fields:  # pylint: disable=protected-access
-    value = d[name]
-    if _holds_module(value):
-      continue
-    casted = policy.cast_to_compute(value)
-    swapped[name] = (value, casted)
-    d[name] = casted
-  try:
-    args, kwargs = policy.cast_to_compute((args, kwargs))
-    out = call(self, *args, **kwargs)
-  finally:
-    for name, (value, casted) in swapped.items():
-      new = d.get(name, casted)
-      d[name] = value if new is casted else policy.cast_to_param(new)
-  return policy.cast_to_output(out)
-
-
-def _mp_class(base: type, policy: jmp.Policy) -> type:
-  key = (base, policy)
-  cls = _MP_CLASSES.get(key)
-  if cls is None:
-    call = base.__call__
-
-    def __call__(self, *args, **kwargs):
-      return _mp_call(self, call, policy, args, kwargs)
-
-    cls = type(base.__name__, (base,), {
-        "__call__": __call__,
-        "__module__": base.__module__,
-        "__qualname__": base.__qualname__,
-        "__doc__": base.__doc__,
-        "_pax_mp_policy": policy,
-        "_pax_mp_unwrapped": base,
-    })
-    _MP_CLASSES[key] = cls
-  return cls
-
-
-def _retype(module: T, cls: type) -> T:
-  """A copy of `module` whose user-facing class is `cls`."""
-  return module_lib._rebuild(cls, module_lib.field_values(module))  # pylint: disable=protected-access
-
-
-# ----------------------------------------------------------------------------
 # Public API.
 # ----------------------------------------------------------------------------
 
@@ -206,11 +148,11 @@ def get_mp_policy(module: module_lib.Module) -> Optional[jmp.Policy]:
   >>> pax.get_mp_policy(net).compute_dtype == jnp.bfloat16
   True
   """
-  module_lib._require_module("pax.get_mp_policy", module)  # pylint: disable=protected-access
+  module_base.require_module("pax.get_mp_policy", module)
   spec = getattr(module, "_haiku_spec", None)
   if spec is not None and isinstance(spec.fn, MixedPrecisionFn):
     return spec.fn.policy
-  return getattr(type(module), "_pax_mp_policy", None)
+  return module_base.fields(module).get(module_base.MP_POLICY)
 
 
 def _apply(module: T, policy: jmp.Policy,
@@ -227,7 +169,10 @@ def _apply(module: T, policy: jmp.Policy,
   if not callable(module):
     raise TypeError(f"pax.apply_mp_policy: `{module!r}` defines no "
                     "`__call__` to run under a policy.")
-  return _retype(module, _mp_class(module_lib.module_class(module), policy))
+  # `pax.Module` runs `__call__` under this field's policy (module_base).
+  module = module.copy()
+  module_base.set_fields(module, **{module_base.MP_POLICY: policy})
+  return module
 
 
 def apply_mp_policy(module: T, mp_policy: Policy) -> T:
@@ -254,7 +199,7 @@ def apply_mp_policy(module: T, mp_policy: Policy) -> T:
   Returns:
     A copy of the module with the policy.
   """
-  module_lib._require_module("pax.apply_mp_policy", module)  # pylint: disable=protected-access
+  module_base.require_module("pax.apply_mp_policy", module)
   return _apply(module, _as_policy(mp_policy))
 
 
@@ -273,7 +218,7 @@ def unwrap_mp_policy(module: T, *, recursive: bool = False) -> T:
   Returns:
     A copy of the module without policy.
   """
-  module_lib._require_module("pax.unwrap_mp_policy", module)  # pylint: disable=protected-access
+  module_base.require_module("pax.unwrap_mp_policy", module)
   if recursive:
     return module.apply(
         lambda m: unwrap_mp_policy(m) if get_mp_policy(m) else m)
@@ -285,7 +230,10 @@ def unwrap_mp_policy(module: T, *, recursive: bool = False) -> T:
   spec = getattr(module, "_haiku_spec", None)
   if spec is not None and isinstance(spec.fn, MixedPrecisionFn):
     return module.replace(_haiku_spec=dataclasses.replace(spec, fn=spec.fn.fn))
-  return _retype(module, type(module)._pax_mp_unwrapped)  # pylint: disable=protected-access
+  module = module.copy()
+  del module_base.fields(module)[module_base.MP_POLICY]
+  module_base.refresh(module)
+  return module
 
 
 def default_policies(half_dtype: Any = jnp.bfloat16
@@ -352,7 +300,7 @@ def apply_default_mp_policy(module: T, half_dtype: Any = jnp.bfloat16) -> T:
   Returns:
     A copy of the tree with the policies applied.
   """
-  module_lib._require_module("pax.apply_default_mp_policy", module)  # pylint: disable=protected-access
+  module_base.require_module("pax.apply_default_mp_policy", module)
   half, full, inner_norm = default_policies(half_dtype)
   inner = tuple((cls, inner_norm) for cls in NORM_CLASSES)
 

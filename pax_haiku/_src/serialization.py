@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from pax_haiku._src import module as module_lib
+from pax_haiku._src import module_base
 
 _SEP = "::"  # Haiku names never contain it.
 HaikuDict = Dict[str, Dict[str, Any]]
@@ -85,7 +86,7 @@ def save(path: str, module: module_lib.Module) -> None:
   >>> bool((net2.weight == net.weight).all())
   True
   """
-  module_lib._require_module("pax.save", module)
+  module_base.require_module("pax.save", module)
   save_haiku(path, module.params, module.state)
 
 
@@ -95,7 +96,7 @@ def load(path: str, module: module_lib.Module) -> module_lib.Module:
   The file's keys and shapes must match `module.params`/`module.state`;
   otherwise a ValueError names the first mismatching entry.
   """
-  module_lib._require_module("pax.load", module)
+  module_base.require_module("pax.load", module)
   params, state = load_haiku(path)
   module = module.update_parameters(params) if module.params or params else module
   module = module.update_state(state) if module.state or state else module

@@ -79,7 +79,7 @@ def describe(value: Any) -> str:
   if hasattr(value, "shape") and hasattr(value, "dtype"):
     return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
   if isinstance(value, module_lib.Module):
-    return f"a module ({module_lib.module_class(value).__name__})"
+    return f"a module ({type(value).__name__})"
   if isinstance(value, (tuple, list)):
     return f"a {type(value).__name__} of length {len(value)}"
   return f"a {type(value).__name__}"

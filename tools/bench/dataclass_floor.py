@@ -1,10 +1,11 @@
 """JAX's floor for flattening a module tree: the same nodes, no pax code.
 
-A pax module is one `jax.tree_util.register_dataclass` node per module (its
-layout class; see `pax_haiku/_src/module.py`). `bare_mirror(model)` rebuilds
-the model's tree with bare dataclass nodes that hold the same data fields
-(`types.SimpleNamespace` subclasses with SimpleNamespace's C `__init__` and one
-meta field, as a pax layout class has). Flattening and unflattening the mirror
+A pax module is one pytree node per module, flattened by a C attribute getter
+with its `Layout` as aux data (see `pax_haiku/_src/module_base.py`).
+`bare_mirror(model)` rebuilds the model's tree with bare dataclass nodes that
+hold the same data fields (`types.SimpleNamespace` subclasses with
+SimpleNamespace's C `__init__` and one meta field standing for the layout):
+the cheapest node JAX's C++ pytree code offers for that structure. Flattening and unflattening the mirror
 costs what JAX's C++ pytree code charges for that node structure; pax_haiku
 can at best match it. Comparing both with the raw Haiku params dict separates
 what the node structure costs (a dataclass node is rebuilt by calling its
@@ -12,12 +13,12 @@ class with keyword arguments, dearer than building a dict) from what pax
 adds on top.
 
 `bare_mirror(model, layout_field=False)` drops the meta field: what the same
-nodes would cost if JAX's treedef equality told dataclass types apart. pax
-cannot drop it (JAX 0.10.2 compares dataclass treedefs without their type and
-jit's caches would mix up layouts; see `pax_haiku/_src/module.py`), so this
-second floor only shows how much of the gap that JAX behaviour accounts for.
+nodes would cost with no aux data at all. A module's static values must be
+in its treedef for jit's caches to tell modules apart, so this second floor
+only shows what that aux data costs.
 
 >>> import pax_haiku as pax
+from pax_haiku._src import module_base
 >>> net = pax.Sequential(pax.Linear(2, 3), jax.nn.relu, pax.Linear(3, 1))
 >>> bare = bare_mirror(net)
 >>> len(jax.tree_util.tree_leaves(bare)) == len(jax.tree_util.tree_leaves(net))
@@ -35,6 +36,7 @@ from typing import Any, Dict, Tuple
 import jax
 
 import pax_haiku as pax
+from pax_haiku._src import module_base
 
 _CLASSES: Dict[Tuple[str, Tuple[str, ...], bool], type] = {}
 
@@ -65,7 +67,7 @@ def bare_class(name: str, data_fields: Tuple[str, ...],
 
 
 def _mirror_module(module: pax.Module, layout_field: bool) -> Any:
-  fields = type(module)._pax_data_fields  # pylint: disable=protected-access
+  fields = module_base.data_fields(module)
   cls = bare_class(module.__class__.__name__, fields, layout_field)
   return cls(**{f: bare_mirror(getattr(module, f), layout_field)
                 for f in fields})

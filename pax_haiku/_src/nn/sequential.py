@@ -46,7 +46,7 @@ class Sequential(module_lib.Module):
         # Layers name themselves, not their place: say which one it was
         # (shown under the message in tracebacks; nested Sequentials add one
         # line each, outermost last).
-        e.add_note(f"  in layer {i} of {self._pax_base.__name__} with "
+        e.add_note(f"  in layer {i} of {type(self).__name__} with "
                    f"{len(self.layers)} layers: {layer!r}")
         raise
     return x
