@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import smoke  # pylint: disable=wrong-import-position
+from pax_haiku._src import atomic_write  # pylint: disable=wrong-import-position
 from tools.trainer import checkpoint  # pylint: disable=wrong-import-position
 from tools.trainer import train_lib  # pylint: disable=wrong-import-position
 
@@ -42,12 +43,12 @@ def _die():
 
 
 def _install_kill(save_index, phase):
-  """Patches the checkpoint module to die at `phase` of save `save_index`."""
+  """Patches checkpoint saving to die at `phase` of save `save_index`."""
   state = {"calls": 0, "armed": False}
   original_save = checkpoint.save
   original_savez = np.savez
   original_dump = json.dump
-  original_fsync_dir = checkpoint._fsync_dir  # pylint: disable=protected-access
+  original_fsync_dir = atomic_write.fsync_directory
   original_rmtree = checkpoint.shutil.rmtree
 
   def savez(f, **arrays):
@@ -94,7 +95,7 @@ def _install_kill(save_index, phase):
 
   np.savez = savez
   json.dump = dump
-  checkpoint._fsync_dir = fsync_dir  # pylint: disable=protected-access
+  atomic_write.fsync_directory = fsync_dir
   checkpoint.shutil.rmtree = rmtree
   checkpoint.save = save
 

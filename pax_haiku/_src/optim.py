@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pax_haiku._src import checks
 from pax_haiku._src import context
 from pax_haiku._src import haiku_naming
 from pax_haiku._src import module as module_lib
-from pax_haiku._src import transforms
 
 M = TypeVar("M")
 
@@ -227,7 +227,7 @@ class Optimizer(module_lib.Module):
           "changed after it was built (new layers, `freeze_parameters`, "
           "`eval()`/`train()`).\nFix: build the optimizer from this model's "
           "parameters: `optimizer = pax.from_optax(tx)(model.parameters())`.")
-    transforms.chex_check(
+    checks.chex_check(
         chex.assert_trees_all_equal_structs, grads, params, error=ValueError,
         message=lambda: (
             f"{api}: the gradients do not have the structure of the "
@@ -237,7 +237,7 @@ class Optimizer(module_lib.Module):
             "whole module (non-trainable state included) or w.r.t. another "
             "model.\nFix: take gradients w.r.t. the trainable parameters with "
             f"pax.grad / pax.value_and_grad:\n{_STEP_FIX}"))
-    transforms.chex_check(
+    checks.chex_check(
         chex.assert_trees_all_equal_shapes, grads, params, error=ValueError,
         message=(f"{api}: the gradients and the parameters have the same "
                  "structure but different shapes.\nFix: compute the "

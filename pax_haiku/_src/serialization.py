@@ -2,18 +2,18 @@
 
 The file holds plain Haiku `{module_path: {name: array}}` params and state, so
 weights saved from pax load into plain Haiku code (`pax.load_haiku`) and the
-reverse (`pax.save_haiku` then `pax.load`). Writes are atomic: a temporary
-file is written, flushed to disk and renamed over the target.
+reverse (`pax.save_haiku` then `pax.load`). Writes are atomic (see
+`atomic_write.atomic_file`): a crash never leaves a half-written file.
 """
 
 import os
-import tempfile
 import zipfile
 from typing import Any, Dict, Mapping, Tuple
 
 import jax
 import numpy as np
 
+from pax_haiku._src import atomic_write
 from pax_haiku._src import module as module_lib
 from pax_haiku._src import module_base
 
@@ -36,17 +36,8 @@ def save_haiku(path: str, params: Mapping[str, Mapping[str, Any]],
         f"Cannot save to {path!r}: the directory {directory!r} does not "
         f"exist.\nFix: create it first (os.makedirs({directory!r}, "
         "exist_ok=True)) or pass another path.")
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with atomic_write.atomic_file(path, "wb") as f:
+    np.savez(f, **arrays)
 
 
 def load_haiku(path: str) -> Tuple[HaikuDict, HaikuDict]:

@@ -12,14 +12,13 @@ Inputs are checked (with chex where it helps) and a bad input is a
 """
 
 import functools
-from typing import Any, Callable, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar
 
-import chex
 import jax
 import jax.numpy as jnp
 
+from pax_haiku._src import checks
 from pax_haiku._src import haiku_naming
-from pax_haiku._src import module as module_lib
 
 C = TypeVar("C")
 
@@ -28,117 +27,21 @@ C = TypeVar("C")
 _JAX_GRAD_KWARGS = ("holomorphic", "allow_int", "reduce_axes")
 
 
-# ----------------------------------------------------------------------------
-# Checks shared with `optim` and `update`.
-# ----------------------------------------------------------------------------
-
-
-def chex_check(assertion: Callable[..., None], *args: Any,
-               error: Type[Exception], message: Union[str, Callable[[], str]],
-               **kwargs: Any) -> None:
-  """Runs a chex assertion; raises `error(message)` if it fails.
-
-  The chex failure is kept as the exception's `__cause__`. Like every chex
-  assertion, the check is skipped under `chex.disable_asserts()`. `message`
-  may be a function returning the text, for messages that cost work to
-  build (naming the first difference of two trees): it then runs only when
-  the check fails, not at every trace.
-  """
-  try:
-    assertion(*args, **kwargs)
-  except AssertionError as e:
-    raise error(message() if callable(message) else message) from e
-
-
-def fn_name(fn: Any) -> str:
-  return getattr(fn, "__qualname__", None) or getattr(
-      fn, "__name__", None) or type(fn).__name__
-
-
-def require_module(value: Any, api: str, what: str = "first argument",
-                   example: str = "grad_fn(model, x, y)") -> None:
-  """TypeError unless `value` is a pax module."""
-  if isinstance(value, module_lib.Module):
-    return
-  hint = ""
-  if isinstance(value, dict):
-    hint = (" It looks like a Haiku params dict; pax differentiates modules, "
-            "not raw params.")
-  elif isinstance(value, (tuple, list)) and any(
-      isinstance(v, module_lib.Module) for v in value):
-    hint = (" It is a tuple/list that contains modules; pass the model "
-            "itself as the first argument.")
-  raise TypeError(
-      f"{api}: the {what} must be a pax.Module (its trainable parameters "
-      f"are what gets differentiated), got {type(value).__name__}.{hint}\n"
-      f"Fix: put the model first, e.g. `{example}`; wrap Haiku code with "
-      "`model = pax.from_haiku(f)(sample_x)`.")
-
-
-def describe(value: Any) -> str:
-  if hasattr(value, "shape") and hasattr(value, "dtype"):
-    return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
-  if isinstance(value, module_lib.Module):
-    return f"a module ({type(value).__name__})"
-  if isinstance(value, (tuple, list)):
-    return f"a {type(value).__name__} of length {len(value)}"
-  return f"a {type(value).__name__}"
-
-
-def check_loss(loss: Any, api: str, fun: Any, has_aux: bool,
-               holomorphic: bool = False) -> None:
-  """TypeError unless `loss` is a scalar float (complex if holomorphic)."""
-  name = fn_name(fun)
-  if isinstance(loss, (tuple, list)) and not has_aux:
-    raise TypeError(
-        f"{api}: `{name}` returned {describe(loss)}, but without "
-        "`has_aux=True` it must return only the scalar loss.\nLikely cause: "
-        "the function also returns auxiliary values.\nFix: pass "
-        f"`has_aux=True`, e.g. `{api}({name}, has_aux=True)`, and return "
-        "`loss, aux`.")
-  if not (hasattr(loss, "shape") and hasattr(loss, "dtype")):
-    if isinstance(loss, float) or (holomorphic and isinstance(loss, complex)):
-      return
-    raise TypeError(
-        f"{api}: the loss returned by `{name}` must be a scalar float array, "
-        f"got {describe(loss)}.\nFix: return e.g. "
-        "`jnp.mean(jnp.square(y - model(x)))`.")
-  chex_check(
-      chex.assert_shape, loss, (), error=TypeError,
-      message=(f"{api}: the loss returned by `{name}` must be a scalar "
-               f"(shape ()), got shape {tuple(loss.shape)}.\nLikely cause: a "
-               "per-example loss that was not reduced.\nFix: reduce it, e.g. "
-               "`loss = jnp.mean(jnp.square(y - y_hat))`."))
-  if holomorphic:
-    if not jnp.issubdtype(loss.dtype, jnp.complexfloating):
-      raise TypeError(
-          f"{api}: with `holomorphic=True` the output of `{name}` must be "
-          f"complex, got {loss.dtype}.\nFix: drop `holomorphic=True` for a "
-          "real-valued loss.")
-    return
-  chex_check(
-      chex.assert_type, loss, float, error=TypeError,
-      message=(f"{api}: the loss returned by `{name}` must have a floating "
-               f"point dtype, got {loss.dtype}.\nLikely cause: a loss "
-               "computed from integer arrays (labels, counts).\nFix: compute "
-               "it in float, e.g. "
-               "`loss = jnp.mean(errors.astype(jnp.float32))`."))
-
-
 def _check_output(out: Any, api: str, fun: Any, has_aux: bool,
                   holomorphic: bool) -> None:
   if has_aux:
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
-      name = fn_name(fun)
+      name = checks.fn_name(fun)
       raise TypeError(
           f"{api}: with `has_aux=True`, `{name}` must return a pair "
-          f"`(loss, aux)`, got {describe(out)}.\nFix: `return loss, aux` "
-          "(e.g. `return loss, (loss, model)` to also hand back the updated "
-          "model), or drop `has_aux=True` if there is no auxiliary output.")
+          f"`(loss, aux)`, got {checks.describe(out)}.\nFix: `return loss, "
+          "aux` (e.g. `return loss, (loss, model)` to also hand back the "
+          "updated model), or drop `has_aux=True` if there is no auxiliary "
+          "output.")
     loss = out[0]
   else:
     loss = out
-  check_loss(loss, api, fun, has_aux, holomorphic)
+  checks.check_loss(loss, api, fun, has_aux, holomorphic)
 
 
 def _check_jax_kwargs(api: str, args: Sequence[Any],
@@ -195,7 +98,8 @@ def _differentiate(jax_transform: Callable[..., Any], api: str,
 
   @functools.wraps(fun)
   def wrapper(module, *args, **kwargs):
-    require_module(module, api, example=f"{api}({fn_name(fun)})(model, x, y)")
+    checks.require_module(
+        module, api, example=f"{api}({checks.fn_name(fun)})(model, x, y)")
     params = module.parameters()
     if not allow_int:
       _check_differentiable(params, api)
@@ -322,25 +226,25 @@ def _checked_scan_body(func: Callable[..., Any]) -> Callable[..., Any]:
     out = func(carry, x)
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
       raise TypeError(
-          f"pax.scan: `{fn_name(func)}` must return a pair `(carry, y)`, "
-          f"got {describe(out)}.\nFix: `return new_carry, y` (use None "
-          "for y if there is nothing to stack).")
+          f"pax.scan: `{checks.fn_name(func)}` must return a pair "
+          f"`(carry, y)`, got {checks.describe(out)}.\nFix: `return "
+          "new_carry, y` (use None for y if there is nothing to stack).")
     new_carry = out[0]
     old_flat, old_def = jax.tree_util.tree_flatten_with_path(carry)
     new_flat, new_def = jax.tree_util.tree_flatten_with_path(new_carry)
     if old_def != new_def:
       raise _carry_error(
-          f"`{fn_name(func)}` returned a carry whose structure differs from "
-          "the carry it received: " + haiku_naming.first_difference(
-              carry, new_carry))
+          f"`{checks.fn_name(func)}` returned a carry whose structure "
+          "differs from the carry it received: " +
+          haiku_naming.first_difference(carry, new_carry))
     for (path, old), (_, new) in zip(old_flat, new_flat):
       old_type = (jnp.shape(old), jnp.result_type(old))
       new_type = (jnp.shape(new), jnp.result_type(new))
       if old_type != new_type:
         where = jax.tree_util.keystr(path) or "(the carry itself)"
         raise _carry_error(
-            f"the carry leaf `{where}` enters `{fn_name(func)}` with shape "
-            f"{old_type[0]} {old_type[1]} and leaves it with shape "
+            f"the carry leaf `{where}` enters `{checks.fn_name(func)}` with "
+            f"shape {old_type[0]} {old_type[1]} and leaves it with shape "
             f"{new_type[0]} {new_type[1]}")
     return out
 

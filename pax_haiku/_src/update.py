@@ -4,6 +4,7 @@ from typing import Any, Callable, Tuple
 
 import chex
 
+from pax_haiku._src import checks
 from pax_haiku._src import haiku_naming
 from pax_haiku._src import module as module_lib
 from pax_haiku._src import optim
@@ -21,7 +22,7 @@ _LOSS_FN_EXAMPLE = (
 
 def _output_error(loss_fn: Any, problem: str, cause: str) -> ValueError:
   return ValueError(
-      f"{_API}: `{transforms.fn_name(loss_fn)}` must return "
+      f"{_API}: `{checks.fn_name(loss_fn)}` must return "
       f"`(loss, (aux, model))`, but {problem}.\nLikely cause: {cause}.\n"
       "Fix: return the scalar loss, any auxiliary output, and the model "
       "that was passed in (after calling it, so updated state such as "
@@ -33,7 +34,7 @@ def _check_loss_fn_output(out: Any, model: module_lib.Module,
   """ValueError/TypeError unless `out` is `(loss, (aux, model_like))`."""
   if not (isinstance(out, (tuple, list)) and len(out) == 2):
     raise _output_error(
-        loss_fn, f"it returned {transforms.describe(out)}",
+        loss_fn, f"it returned {checks.describe(out)}",
         "returning only the loss (pax needs the model back: calling it may "
         "have updated its state)")
   aux_and_model = out[1]
@@ -42,7 +43,7 @@ def _check_loss_fn_output(out: Any, model: module_lib.Module,
     raise _output_error(
         loss_fn,
         "its second element is "
-        f"{transforms.describe(aux_and_model)}, not a pair `(aux, model)`",
+        f"{checks.describe(aux_and_model)}, not a pair `(aux, model)`",
         "returning `(loss, aux)` or `(loss, model)` without the other")
   aux, new_model = aux_and_model
   if not isinstance(new_model, module_lib.Module):
@@ -50,11 +51,11 @@ def _check_loss_fn_output(out: Any, model: module_lib.Module,
     raise _output_error(
         loss_fn,
         "the model in `(aux, model)` is "
-        f"{transforms.describe(new_model)}, not a pax module",
+        f"{checks.describe(new_model)}, not a pax module",
         "`(model, aux)` in the wrong order" if swapped else
         "the model was not returned")
-  transforms.check_loss(out[0], _API, loss_fn, has_aux=True)
-  transforms.chex_check(
+  checks.check_loss(out[0], _API, loss_fn, has_aux=True)
+  checks.chex_check(
       chex.assert_trees_all_equal_structs, new_model, model,
       error=ValueError,
       message=lambda: str(_output_error(
@@ -130,7 +131,7 @@ def build_update_fn(loss_fn: Callable[..., Tuple[Any, Tuple[Any, Any]]], *,
              "update_fn(model, optimizer, x, y)")
 
   def update(model, optimizer, inputs, kwinputs):
-    transforms.require_module(model, _API + " update_fn",
+    checks.require_module(model, _API + " update_fn",
                               what="model argument", example=example)
     if not isinstance(optimizer, optim.Optimizer):
       raise TypeError(
@@ -151,7 +152,7 @@ def build_update_fn(loss_fn: Callable[..., Tuple[Any, Tuple[Any, Any]]], *,
         raise TypeError(
             f"{_API}(..., scan_mode=True): the first argument must be the "
             "pair `(model, optimizer)`, got "
-            f"{transforms.describe(model_and_optimizer)}.\nFix: "
+            f"{checks.describe(model_and_optimizer)}.\nFix: "
             "`(model, optimizer), aux = update_fn((model, optimizer), x)`, "
             "or in a scan: `jax.lax.scan(update_fn, (model, optimizer), xs)`;"
             " or build it with scan_mode=False for `update_fn(model, "

@@ -49,6 +49,8 @@ from absl import logging
 import jax
 import numpy as np
 
+from pax_haiku._src import atomic_write
+
 __all__ = [
     "CheckpointError",
     "Restored",
@@ -67,8 +69,9 @@ FORMAT = "pax_haiku.trainer.checkpoint/1"
 ARRAYS_FILE = "arrays.npz"
 METADATA_FILE = "metadata.json"
 _CKPT_RE = re.compile(r"^ckpt_(\d+)$")
-_TMP_PREFIX = ".tmp_ckpt_"
-_TRASH_PREFIX = ".trash_ckpt_"
+# Names of interrupted saves' leftovers (see `atomic_write`).
+_TMP_PREFIX = atomic_write.TMP_PREFIX + "ckpt_"
+_TRASH_PREFIX = atomic_write.TRASH_PREFIX + "ckpt_"
 _ABANDONED_PREFIX = "abandoned_ckpt_"
 _HASH_CHUNK = 1 << 20
 
@@ -122,14 +125,6 @@ def _file_sha256(path: str) -> Tuple[str, int]:
       h.update(chunk)
       size += len(chunk)
   return h.hexdigest(), size
-
-
-def _fsync_dir(path: str) -> None:
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
 
 
 def _resolve_dtype(name: str) -> np.dtype:
@@ -278,16 +273,13 @@ def save(directory: str, step: int, tree: Any,
 
   os.makedirs(directory, exist_ok=True)
   cleanup(directory)
-  final_name = f"ckpt_{step}"
-  tmp = os.path.join(directory,
-                     f"{_TMP_PREFIX}{step}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-  os.mkdir(tmp)
-  try:
+  final = checkpoint_path(directory, step)
+  # No fsync below: atomic_directory fsyncs both files and the temporary
+  # directory before renaming it to `final`, then fsyncs `directory`.
+  with atomic_write.atomic_directory(final) as tmp:
     arrays_path = os.path.join(tmp, ARRAYS_FILE)
     with open(arrays_path, "wb") as f:
       np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
     digest, size = _file_sha256(arrays_path)
     body = {"format": FORMAT, "step": step, "arrays_file": ARRAYS_FILE,
             "arrays_sha256": digest, "arrays_bytes": size, "leaves": specs,
@@ -295,9 +287,6 @@ def save(directory: str, step: int, tree: Any,
     record = dict(body, metadata_sha256=json_sha256(body))
     with open(os.path.join(tmp, METADATA_FILE), "w") as f:
       json.dump(record, f, sort_keys=True)
-      f.flush()
-      os.fsync(f.fileno())
-    _fsync_dir(tmp)
     # Newer checkpoints are from an abandoned timeline; replacing one of the
     # same step keeps the others intact at every moment.
     for other in checkpoint_steps(directory):
@@ -312,21 +301,12 @@ def save(directory: str, step: int, tree: Any,
             "resumed from an earlier checkpoint); renaming it to %s.",
             checkpoint_path(directory, other), step, aside)
         os.rename(checkpoint_path(directory, other), aside)
-    trash = None
-    if os.path.exists(os.path.join(directory, final_name)):
-      trash = _move_aside(directory, final_name, _TRASH_PREFIX)
-    os.rename(tmp, os.path.join(directory, final_name))
-    _fsync_dir(directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  if trash is not None:
-    shutil.rmtree(trash, ignore_errors=True)
   if keep is not None:
     for old in checkpoint_steps(directory)[:-keep]:
-      shutil.rmtree(_move_aside(directory, f"ckpt_{old}", _TRASH_PREFIX),
+      shutil.rmtree(_move_aside(directory, f"ckpt_{old}",
+                                atomic_write.TRASH_PREFIX),
                     ignore_errors=True)
-  return os.path.join(directory, final_name)
+  return final
 
 
 def _read_metadata(path: str) -> Dict[str, Any]:

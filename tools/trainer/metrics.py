@@ -46,6 +46,8 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional
 from absl import logging
 import numpy as np
 
+from pax_haiku._src import atomic_write
+
 __all__ = [
     "Event",
     "EventFileWriter",
@@ -404,13 +406,9 @@ class MetricWriter:
     logging.info("%s: keeping %d of %d records (resume_step=%s); dropped %d "
                  "unreadable line(s).", self.path, len(keep), len(records),
                  resume_step, bad)
-    tmp = self.path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write.atomic_file(self.path, "w", encoding="utf-8") as f:
       for record in keep:
         f.write(json.dumps(record) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, self.path)
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> Dict[str, Any]:
     """Writes one record; returns it (`{"step", "time", **scalars}`).
