@@ -10,18 +10,16 @@
   any Haiku transform.
 """
 
-import contextlib
 import dataclasses
 import inspect
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
-from haiku._src import base as hk_base
-from haiku._src import transform as hk_transform
 
 from pax_haiku._src import context
+from pax_haiku._src import haiku_compat
 from pax_haiku._src import haiku_naming
 from pax_haiku._src import module as module_lib
 from pax_haiku._src import pure as pure_lib
@@ -198,7 +196,7 @@ class HaikuModule(module_lib.Module):
     try:
       out, new_state = _transformed(spec.fn).apply(params, state, rng, *args,
                                                    **kwargs)
-    except hk_base.MissingRNGError as e:
+    except haiku_compat.MissingRNGError as e:
       raise ValueError(
           f"The Haiku function of `{self!r}` asked for an RNG key "
           "(`hk.next_rng_key()`) that it did not ask for at init, so pax "
@@ -268,9 +266,8 @@ class HaikuModule(module_lib.Module):
 
 
 def _snake(name: str) -> str:
-  from haiku._src import utils as hk_utils  # pylint: disable=g-import-not-at-top
   name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
-  name = hk_utils.camel_to_snake(name).strip("_") or "haiku_fn"
+  name = haiku_compat.camel_to_snake(name).strip("_") or "haiku_fn"
   return name if name[0].isalpha() else "fn_" + name
 
 
@@ -290,7 +287,7 @@ def _needs_rng(transformed, params, state, args, kwargs) -> bool:
     # Inputs are closed over: they may hold Python flags like is_training.
     jax.eval_shape(lambda p, s: transformed.apply(p, s, None, *args, **kwargs),
                    params, state)
-  except hk_base.MissingRNGError:
+  except haiku_compat.MissingRNGError:
     return True
   return False
 
@@ -371,7 +368,7 @@ def from_haiku(f: Any, *ctor_args: Any, name: Optional[str] = None,
   if isinstance(f, (hk.Transformed, hk.TransformedWithState)):
     if ctor_args or ctor_kwargs:
       raise TypeError("Constructor arguments are only for hk.Module classes.")
-    fn = hk_transform.get_original_fn(f)
+    fn = haiku_compat.get_original_fn(f)
   elif isinstance(f, type) and issubclass(f, hk.Module):
     fn = HaikuModuleCall(f, *ctor_args, **ctor_kwargs)
   elif isinstance(f, hk.Module):
@@ -398,21 +395,6 @@ def from_haiku(f: Any, *ctor_args: Any, name: Optional[str] = None,
 # ----------------------------------------------------------------------------
 
 
-class _BundleScope:
-  """Stands in for an `hk.Module` so get_parameter/get_state use `name`."""
-
-  def __init__(self, name: str):
-    self.module_name = name
-    self._creation_frame_id = hk_base.current_frame().frame_id
-
-
-@contextlib.contextmanager
-def _in_bundle(name: str) -> Iterator[None]:
-  frame = hk_base.current_frame()
-  with frame.module(hk_base.ModuleState(_BundleScope(name), "__call__")):
-    yield
-
-
 def _const(value: Any) -> Callable[[Any, Any], Any]:
   return lambda shape, dtype: value
 
@@ -432,7 +414,7 @@ def haiku_call(module: module_lib.Module, *args: Any, **kwargs: Any) -> Any:
   True
   """
   module_lib._require_module("pax.haiku_call", module)
-  if not hk_base.inside_transform():
+  if not haiku_compat.inside_transform():
     raise ValueError("pax.haiku_call must run inside a Haiku transform.\n"
                      "Fix: use `pax.to_haiku(module)` to get one.")
   leaves, treedef = jax.tree_util.tree_flatten(module)
@@ -445,7 +427,7 @@ def haiku_call(module: module_lib.Module, *args: Any, **kwargs: Any) -> Any:
       bundle = current if bundle == "~" else f"{current}/~/{bundle}"
     get = (hk.get_parameter if spec.role == haiku_naming.PARAMS
            else hk.get_state)
-    with _in_bundle(bundle):
+    with haiku_compat.bundle_scope(bundle):
       fetched.append(get(spec.name, jnp.shape(leaf), jnp.result_type(leaf),
                          init=_const(leaf)))
   new_module, out = pure_lib.purecall(treedef.unflatten(fetched), *args,
@@ -461,7 +443,7 @@ def haiku_call(module: module_lib.Module, *args: Any, **kwargs: Any) -> Any:
       bundle = spec.bundle
       if current != "~":
         bundle = current if bundle == "~" else f"{current}/~/{bundle}"
-      with _in_bundle(bundle):
+      with haiku_compat.bundle_scope(bundle):
         hk.set_state(spec.name, new)
   return out
 
