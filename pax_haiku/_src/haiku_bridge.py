@@ -11,6 +11,7 @@
 """
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -26,14 +27,15 @@ from pax_haiku._src import pure as pure_lib
 
 RNG_NAME = "rng_key"
 
-_TRANSFORMED: Dict[Any, hk.TransformedWithState] = {}
+# Bounded: the cache holds its functions (and what they close over), and a
+# program may build modules from any number of distinct functions.
+TRANSFORMED_CACHE_SIZE = 256
 
 
+@functools.lru_cache(maxsize=TRANSFORMED_CACHE_SIZE)
 def _transformed(fn: Callable[..., Any]) -> hk.TransformedWithState:
-  t = _TRANSFORMED.get(fn)
-  if t is None:
-    t = _TRANSFORMED[fn] = hk.transform_with_state(fn)
-  return t
+  """`hk.transform_with_state(fn)`, reused across calls of the same `fn`."""
+  return hk.transform_with_state(fn)
 
 
 class HaikuModuleCall:
@@ -55,6 +57,12 @@ class HaikuModuleCall:
     module = self.cls(*self.ctor_args, **self.ctor_kwargs)
     return getattr(module, self.method)(*args, **kwargs)
 
+  def __reduce__(self):
+    # Rebuilt through the constructor: pickles whenever the class (by
+    # reference) and the constructor arguments do.
+    return (_haiku_module_call, (self.cls, self.ctor_args, self.ctor_kwargs,
+                                 self.method))
+
   def _key(self):
     return (self.cls, self.ctor_args, sorted(self.ctor_kwargs.items()),
             self.method)
@@ -69,6 +77,13 @@ class HaikuModuleCall:
     args = [repr(a) for a in self.ctor_args]
     args += [f"{k}={v!r}" for k, v in self.ctor_kwargs.items()]
     return f"{self.__name__}({', '.join(args)})"
+
+
+def _haiku_module_call(cls: type, ctor_args: Tuple[Any, ...],
+                       ctor_kwargs: Dict[str, Any],
+                       method: str) -> HaikuModuleCall:
+  """Unpickles a `HaikuModuleCall` (its `method` is keyword-only)."""
+  return HaikuModuleCall(cls, *ctor_args, method=method, **ctor_kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,11 +129,60 @@ def _accepts_is_training(fn: Callable[..., Any]) -> bool:
 class HaikuModule(module_lib.Module):
   """A pax module running Haiku code; params/state leaves are attributes.
 
-  Built by `pax.from_haiku`; the Haiku-backed layers subclass it and choose
-  readable attribute names with `_haiku_attr_name`.
+  Built by `pax.from_haiku` (which is the usual way to make one); the
+  Haiku-backed layers subclass it and choose readable attribute names with
+  `_haiku_attr_name`.
+
+  >>> net = pax.HaikuModule(lambda x: hk.Linear(3)(x), (jnp.ones((1, 2)),))
+  >>> isinstance(net, pax.HaikuModule), net.params["linear"]["w"].shape
+  (True, (2, 3))
   """
 
   _haiku_spec: Optional[HaikuSpec]
+
+  def __init__(self, fn: Any = None, sample_args: Tuple[Any, ...] = (),
+               sample_kwargs: Optional[Dict[str, Any]] = None, *,
+               rng_key: Optional[jax.Array] = None, name: Optional[str] = None,
+               needs_rng: bool = False, lazy: bool = False):
+    """Builds the module: runs Haiku `init` on the sample inputs.
+
+    Args:
+      fn: a Haiku function, an `hk.Transformed`/`hk.TransformedWithState` or
+        an `hk.Module` class (no constructor arguments; use
+        `pax.from_haiku(cls, *ctor_args)` for those). None only for
+        subclasses that call `_init_haiku` themselves.
+      sample_args: positional sample inputs for `init`.
+      sample_kwargs: keyword sample inputs for `init`.
+      rng_key: key for `init` (default: `pax.next_rng_key()`).
+      name: the module's scope name when nested in another module.
+      needs_rng: hold an RNG key even if `init` does not reveal the need.
+      lazy: defer `init` to the first call (inside `pax.pure`).
+    """
+    super().__init__(name=name)
+    if fn is None:
+      if type(self) is HaikuModule:
+        raise TypeError(
+            "pax.HaikuModule needs a Haiku function.\nFix: "
+            "`pax.from_haiku(f)(sample_x)` (or `pax.HaikuModule(f, "
+            "(sample_x,))`).")
+      return
+    fn = _haiku_fn(fn)
+    if not isinstance(sample_args, (tuple, list)):
+      raise TypeError(
+          "pax.HaikuModule takes its sample inputs as a tuple, got "
+          f"{type(sample_args).__name__}.\nFix: `pax.HaikuModule(f, (x,))`, "
+          "or `pax.from_haiku(f)(x)`.")
+    if lazy:
+      self._haiku_lazy_fn = fn
+      self._haiku_lazy_key = rng_key
+      self._haiku_spec = None
+      return
+    self._init_haiku(fn, tuple(sample_args), dict(sample_kwargs or {}),
+                     rng_key)
+    if needs_rng and not self._haiku_spec.needs_rng:
+      key = rng_key if rng_key is not None else context.next_rng_key()
+      setattr(self, RNG_NAME, jax.random.fold_in(key, 1))
+      self._haiku_spec = dataclasses.replace(self._haiku_spec, needs_rng=True)
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:
     """Attribute that holds a leaf; layers override to give PAX names."""
@@ -292,24 +356,32 @@ def _needs_rng(transformed, params, state, args, kwargs) -> bool:
   return False
 
 
-class _FromHaiku(HaikuModule):
-  """`pax.from_haiku` result; its repr shows the Haiku function."""
-
-  def __init__(self, fn, args, kwargs, rng_key, name, lazy, needs_rng):
-    super().__init__(name=name)
-    if lazy:
-      self._haiku_lazy_fn = fn
-      self._haiku_lazy_key = rng_key
-      self._haiku_spec = None
-      return
-    self._init_haiku(fn, args, kwargs, rng_key)
-    if needs_rng and not self._haiku_spec.needs_rng:
-      key = rng_key if rng_key is not None else context.next_rng_key()
-      setattr(self, RNG_NAME, jax.random.fold_in(key, 1))
-      self._haiku_spec = dataclasses.replace(self._haiku_spec, needs_rng=True)
-
-
-_FromHaiku.__name__ = _FromHaiku.__qualname__ = "HaikuModule"
+def _haiku_fn(f: Any, ctor_args: Tuple[Any, ...] = (),
+              ctor_kwargs: Optional[Dict[str, Any]] = None
+              ) -> Callable[..., Any]:
+  """The function to `hk.transform_with_state` for `f` (see `from_haiku`)."""
+  ctor_kwargs = ctor_kwargs or {}
+  if isinstance(f, (hk.Transformed, hk.TransformedWithState)):
+    if ctor_args or ctor_kwargs:
+      raise TypeError("Constructor arguments are only for hk.Module classes.")
+    return haiku_compat.get_original_fn(f)
+  if isinstance(f, type) and issubclass(f, hk.Module):
+    return HaikuModuleCall(f, *ctor_args, **ctor_kwargs)
+  if isinstance(f, hk.Module):
+    raise TypeError(
+        "pax.from_haiku got an hk.Module instance; Haiku modules can only be "
+        "created inside a transform.\nFix: pass the class and its arguments, "
+        f"`pax.from_haiku({type(f).__name__}, ...)`, or a function that "
+        "creates and calls it.")
+  if callable(f):
+    if ctor_args or ctor_kwargs:
+      raise TypeError(
+          "Constructor arguments are only for hk.Module classes; pass sample "
+          "inputs to the builder instead: `pax.from_haiku(f)(x)`.")
+    return f
+  raise TypeError(
+      f"pax.from_haiku expects a Haiku function, transform or hk.Module "
+      f"class, got {type(f).__name__}.")
 
 
 class HaikuBuilder:
@@ -324,8 +396,8 @@ class HaikuBuilder:
   def __call__(self, *sample_args: Any, rng_key: Optional[jax.Array] = None,
                **sample_kwargs: Any) -> HaikuModule:
     """Builds the module, creating params/state by `init` on the samples."""
-    return _FromHaiku(self.fn, sample_args, sample_kwargs, rng_key, self.name,
-                      False, self.needs_rng)
+    return HaikuModule(self.fn, sample_args, sample_kwargs, rng_key=rng_key,
+                       name=self.name, needs_rng=self.needs_rng)
 
   def lazy(self, rng_key: Optional[jax.Array] = None) -> HaikuModule:
     """A module whose params are created on its first call (inside pure).
@@ -335,8 +407,8 @@ class HaikuBuilder:
     >>> net.params["linear"]["w"].shape
     (5, 3)
     """
-    return _FromHaiku(self.fn, (), {}, rng_key, self.name, True,
-                      self.needs_rng)
+    return HaikuModule(self.fn, rng_key=rng_key, name=self.name,
+                       needs_rng=self.needs_rng, lazy=True)
 
 
 def from_haiku(f: Any, *ctor_args: Any, name: Optional[str] = None,
@@ -365,29 +437,8 @@ def from_haiku(f: Any, *ctor_args: Any, name: Optional[str] = None,
     `init` and returns the module; `builder.lazy()` defers `init` to the
     first call.
   """
-  if isinstance(f, (hk.Transformed, hk.TransformedWithState)):
-    if ctor_args or ctor_kwargs:
-      raise TypeError("Constructor arguments are only for hk.Module classes.")
-    fn = haiku_compat.get_original_fn(f)
-  elif isinstance(f, type) and issubclass(f, hk.Module):
-    fn = HaikuModuleCall(f, *ctor_args, **ctor_kwargs)
-  elif isinstance(f, hk.Module):
-    raise TypeError(
-        "pax.from_haiku got an hk.Module instance; Haiku modules can only be "
-        "created inside a transform.\nFix: pass the class and its arguments, "
-        f"`pax.from_haiku({type(f).__name__}, ...)`, or a function that "
-        "creates and calls it.")
-  elif callable(f):
-    if ctor_args or ctor_kwargs:
-      raise TypeError(
-          "Constructor arguments are only for hk.Module classes; pass sample "
-          "inputs to the builder instead: `pax.from_haiku(f)(x)`.")
-    fn = f
-  else:
-    raise TypeError(
-        f"pax.from_haiku expects a Haiku function, transform or hk.Module "
-        f"class, got {type(f).__name__}.")
-  return HaikuBuilder(fn, name, needs_rng)
+  return HaikuBuilder(_haiku_fn(f, ctor_args, ctor_kwargs), name,
+                      needs_rng)
 
 
 # ----------------------------------------------------------------------------

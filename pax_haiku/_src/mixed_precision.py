@@ -106,6 +106,11 @@ class MixedPrecisionFn:
     del context
     return next_setter(self.policy.cast_to_param(value))
 
+  def __reduce__(self):
+    # Rebuilt through the constructor: pickles whenever `fn`, the policies
+    # and the inner classes (by reference) do.
+    return (MixedPrecisionFn, (self.fn, self.policy, self.inner))
+
   def _key(self):
     return (self.fn, self.policy, self.inner)
 
