@@ -1,6 +1,9 @@
 """The Haiku bridge: from_haiku, to_haiku, haiku_call, Haiku dicts, save/load."""
 
+import gc
 import os
+import pickle
+import weakref
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -11,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pax_haiku as pax
+from pax_haiku._src import haiku_bridge
 
 X = jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)
 KEY = jax.random.PRNGKey(0)
@@ -255,6 +259,96 @@ class ToHaikuTest(parameterized.TestCase):
   def test_haiku_call_outside_transform(self):
     with self.assertRaisesRegex(ValueError, "inside a Haiku transform"):
       pax.haiku_call(pax.Linear(2, 2), X)
+
+
+def _round_trip(module):
+  return pickle.loads(pickle.dumps(module))
+
+
+class PickleTest(parameterized.TestCase):
+  """from_haiku modules pickle whenever their Haiku function does."""
+
+  @parameterized.named_parameters(
+      ("function", lambda: pax.from_haiku(mlp)(X, rng_key=KEY), X),
+      ("hk_module_class_with_ctor_args",
+       lambda: pax.from_haiku(hk.Linear, 3, with_bias=False)(X), X),
+      ("transform_with_state",
+       lambda: pax.from_haiku(hk.transform_with_state(mlp))(X), X),
+      ("state_and_is_training", lambda: pax.from_haiku(bn_fn)(X), X),
+      ("rng_key_state", lambda: pax.from_haiku(dropout_fn)(X), X),
+  )
+  def test_round_trip_same_class_params_and_outputs(self, make, x):
+    net = make()
+    back = _round_trip(net)
+    self.assertIs(pax.module_class(back), pax.HaikuModule)
+    self.assertIs(type(back), type(net))
+    self.assertEqual(repr(back), repr(net))
+    self.assertEqual(jax.tree_util.tree_structure(back),
+                     jax.tree_util.tree_structure(net))
+    assert_same_arrays(self, back.params, net.params)
+    assert_same_arrays(self, back.state, net.state)
+    new_net, y = pax.purecall(net, x)
+    new_back, y_back = pax.purecall(back, x)
+    np.testing.assert_array_equal(y_back, y)
+    assert_same_arrays(self, new_back.state, new_net.state)
+
+  def test_lazy_module_round_trip(self):
+    lazy = pax.from_haiku(hk.Linear, 3).lazy(rng_key=KEY)
+    net, y = pax.purecall(_round_trip(lazy), X)
+    ref, y_ref = pax.purecall(lazy, X)
+    assert_same_arrays(self, net.params, ref.params)
+    np.testing.assert_array_equal(y, y_ref)
+
+  def test_class_is_importable_under_its_name(self):
+    net = pax.from_haiku(mlp)(X, rng_key=KEY)
+    self.assertEqual(repr(net), "HaikuModule(fn=mlp)")
+    self.assertEqual(type(net).__qualname__, "HaikuModule")
+    self.assertIs(haiku_bridge.HaikuModule, pax.HaikuModule)
+    self.assertIs(pax.module_class(net), pax.HaikuModule)
+
+  def test_haiku_module_call_pickles_by_value(self):
+    call = haiku_bridge.HaikuModuleCall(hk.Linear, 3, method="__call__",
+                                        with_bias=False)
+    back = _round_trip(call)
+    self.assertEqual(back, call)
+    self.assertEqual(hash(back), hash(call))
+    self.assertEqual(repr(back), "Linear(3, with_bias=False)")
+
+  def test_direct_construction(self):
+    net = pax.HaikuModule(mlp, (X,), rng_key=KEY)
+    assert_same_arrays(self, net.params, pax.from_haiku(mlp)(
+        X, rng_key=KEY).params)
+    with self.assertRaisesRegex(TypeError, "needs a Haiku function"):
+      pax.HaikuModule()
+    with self.assertRaisesRegex(TypeError, "as a tuple"):
+      pax.HaikuModule(mlp, X)
+    with self.assertRaisesRegex(TypeError, "expects a Haiku function"):
+      pax.HaikuModule(3, (X,))
+
+
+class TransformedCacheTest(absltest.TestCase):
+
+  def test_reused_for_one_function(self):
+    self.assertIs(haiku_bridge._transformed(mlp),  # pylint: disable=protected-access
+                  haiku_bridge._transformed(mlp))  # pylint: disable=protected-access
+
+  def test_stays_bounded_and_lets_functions_go(self):
+    cache = haiku_bridge._transformed  # pylint: disable=protected-access
+    size = haiku_bridge.TRANSFORMED_CACHE_SIZE
+
+    def make():
+      return lambda x: hk.Linear(2)(x)
+
+    first = make()
+    cache(first)
+    first_ref = weakref.ref(first)
+    del first
+    for _ in range(size + 10):
+      cache(make())
+    self.assertLessEqual(cache.cache_info().currsize, size)
+    gc.collect()
+    self.assertIsNone(first_ref(), "the cache still holds a function it "
+                      "should have dropped")
 
 
 class HaikuDictTest(parameterized.TestCase):

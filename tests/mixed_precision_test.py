@@ -1,5 +1,7 @@
 """Mixed precision: parameters stay float32, compute runs in the policy's dtype."""
 
+import pickle
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
@@ -33,6 +35,11 @@ def _dtypes(fn, *args, primitive):
   jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
   return [tuple(jnp.dtype(v.aval.dtype) for v in eqn.invars)
           for eqn in _eqns(jaxpr) if eqn.primitive.name == primitive]
+
+
+def _bn_mlp(x, is_training):
+  """A Haiku net with an inner norm (its own inner policy under the default)."""
+  return hk.Linear(2)(hk.BatchNorm(True, True, 0.9)(x, is_training))
 
 
 def _param_dtypes(module):
@@ -125,6 +132,20 @@ class ApplyPolicyTest(parameterized.TestCase):
     b = pax.apply_mp_policy(pax.Linear(3, 4), HALF)
     self.assertEqual(jax.tree_util.tree_structure(a),
                      jax.tree_util.tree_structure(b))
+
+  def test_pickle_keeps_the_policy(self):
+    for net in (pax.apply_mp_policy(pax.Linear(3, 4), HALF_OUT),
+                pax.apply_mp_policy(pax.from_haiku(hk.Linear, 4)(_x(2, 3)),
+                                    HALF_OUT),
+                pax.apply_default_mp_policy(pax.from_haiku(_bn_mlp)(_x(2, 3)))):
+      back = pickle.loads(pickle.dumps(net))
+      self.assertEqual(pax.get_mp_policy(back), pax.get_mp_policy(net))
+      self.assertEqual(jax.tree_util.tree_structure(back),
+                       jax.tree_util.tree_structure(net))
+      _, y = pax.purecall(net, _x(2, 3))
+      _, y_back = pax.purecall(back, _x(2, 3))
+      self.assertEqual(y_back.dtype, y.dtype)
+      np.testing.assert_array_equal(y_back, y)
 
   def test_to_haiku_keeps_the_policy(self):
     net = pax.apply_mp_policy(pax.Linear(3, 4), HALF_OUT)

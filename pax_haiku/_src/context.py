@@ -13,15 +13,10 @@ from typing import Any, Dict, Iterable, Iterator
 
 import jax
 
-try:  # The trace context is internal to JAX; fall back to no trace check.
-  from jax._src import core as _jax_core
+from pax_haiku._src import haiku_compat
 
-  def current_trace() -> Any:
-    return _jax_core.trace_ctx.trace
-
-except (ImportError, AttributeError):  # pragma: no cover - older/newer JAX
-  def current_trace() -> Any:
-    return None
+# Compared with `==` (see `haiku_compat.current_trace_state`).
+current_trace = haiku_compat.current_trace_state
 
 
 class _ThreadState(threading.local):
@@ -42,7 +37,7 @@ _STATE = _ThreadState()
 def is_mutable(module: Any) -> bool:
   """Whether `module` may be mutated in the current thread and trace."""
   state = _STATE
-  return id(module) in state.mutable and current_trace() is state.trace
+  return id(module) in state.mutable and current_trace() == state.trace
 
 
 def nothing_mutable() -> bool:
@@ -73,7 +68,7 @@ def also_allow_mutation(module: Any) -> Iterator[None]:
   state = _STATE
   previous = (state.mutable, state.trace)
   trace = current_trace()
-  if previous[1] is trace:
+  if previous[1] == trace:
     mutable = dict(previous[0])
   else:  # Modules of an outer trace stay immutable in here.
     mutable = {}

@@ -10,18 +10,17 @@
   any Haiku transform.
 """
 
-import contextlib
 import dataclasses
+import functools
 import inspect
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
-from haiku._src import base as hk_base
-from haiku._src import transform as hk_transform
 
 from pax_haiku._src import context
+from pax_haiku._src import haiku_compat
 from pax_haiku._src import haiku_naming
 from pax_haiku._src import module as module_lib
 from pax_haiku._src import module_base
@@ -29,14 +28,15 @@ from pax_haiku._src import pure as pure_lib
 
 RNG_NAME = "rng_key"
 
-_TRANSFORMED: Dict[Any, hk.TransformedWithState] = {}
+# Bounded: the cache holds its functions (and what they close over), and a
+# program may build modules from any number of distinct functions.
+TRANSFORMED_CACHE_SIZE = 256
 
 
+@functools.lru_cache(maxsize=TRANSFORMED_CACHE_SIZE)
 def _transformed(fn: Callable[..., Any]) -> hk.TransformedWithState:
-  t = _TRANSFORMED.get(fn)
-  if t is None:
-    t = _TRANSFORMED[fn] = hk.transform_with_state(fn)
-  return t
+  """`hk.transform_with_state(fn)`, reused across calls of the same `fn`."""
+  return hk.transform_with_state(fn)
 
 
 class HaikuModuleCall:
@@ -58,6 +58,12 @@ class HaikuModuleCall:
     module = self.cls(*self.ctor_args, **self.ctor_kwargs)
     return getattr(module, self.method)(*args, **kwargs)
 
+  def __reduce__(self):
+    # Rebuilt through the constructor: pickles whenever the class (by
+    # reference) and the constructor arguments do.
+    return (_haiku_module_call, (self.cls, self.ctor_args, self.ctor_kwargs,
+                                 self.method))
+
   def _key(self):
     return (self.cls, self.ctor_args, sorted(self.ctor_kwargs.items()),
             self.method)
@@ -72,6 +78,13 @@ class HaikuModuleCall:
     args = [repr(a) for a in self.ctor_args]
     args += [f"{k}={v!r}" for k, v in self.ctor_kwargs.items()]
     return f"{self.__name__}({', '.join(args)})"
+
+
+def _haiku_module_call(cls: type, ctor_args: Tuple[Any, ...],
+                       ctor_kwargs: Dict[str, Any],
+                       method: str) -> HaikuModuleCall:
+  """Unpickles a `HaikuModuleCall` (its `method` is keyword-only)."""
+  return HaikuModuleCall(cls, *ctor_args, method=method, **ctor_kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,11 +130,60 @@ def _accepts_is_training(fn: Callable[..., Any]) -> bool:
 class HaikuModule(module_lib.Module):
   """A pax module running Haiku code; params/state leaves are attributes.
 
-  Built by `pax.from_haiku`; the Haiku-backed layers subclass it and choose
-  readable attribute names with `_haiku_attr_name`.
+  Built by `pax.from_haiku` (which is the usual way to make one); the
+  Haiku-backed layers subclass it and choose readable attribute names with
+  `_haiku_attr_name`.
+
+  >>> net = pax.HaikuModule(lambda x: hk.Linear(3)(x), (jnp.ones((1, 2)),))
+  >>> isinstance(net, pax.HaikuModule), net.params["linear"]["w"].shape
+  (True, (2, 3))
   """
 
   _haiku_spec: Optional[HaikuSpec]
+
+  def __init__(self, fn: Any = None, sample_args: Tuple[Any, ...] = (),
+               sample_kwargs: Optional[Dict[str, Any]] = None, *,
+               rng_key: Optional[jax.Array] = None, name: Optional[str] = None,
+               needs_rng: bool = False, lazy: bool = False):
+    """Builds the module: runs Haiku `init` on the sample inputs.
+
+    Args:
+      fn: a Haiku function, an `hk.Transformed`/`hk.TransformedWithState` or
+        an `hk.Module` class (no constructor arguments; use
+        `pax.from_haiku(cls, *ctor_args)` for those). None only for
+        subclasses that call `_init_haiku` themselves.
+      sample_args: positional sample inputs for `init`.
+      sample_kwargs: keyword sample inputs for `init`.
+      rng_key: key for `init` (default: `pax.next_rng_key()`).
+      name: the module's scope name when nested in another module.
+      needs_rng: hold an RNG key even if `init` does not reveal the need.
+      lazy: defer `init` to the first call (inside `pax.pure`).
+    """
+    super().__init__(name=name)
+    if fn is None:
+      if type(self) is HaikuModule:
+        raise TypeError(
+            "pax.HaikuModule needs a Haiku function.\nFix: "
+            "`pax.from_haiku(f)(sample_x)` (or `pax.HaikuModule(f, "
+            "(sample_x,))`).")
+      return
+    fn = _haiku_fn(fn)
+    if not isinstance(sample_args, (tuple, list)):
+      raise TypeError(
+          "pax.HaikuModule takes its sample inputs as a tuple, got "
+          f"{type(sample_args).__name__}.\nFix: `pax.HaikuModule(f, (x,))`, "
+          "or `pax.from_haiku(f)(x)`.")
+    if lazy:
+      self._haiku_lazy_fn = fn
+      self._haiku_lazy_key = rng_key
+      self._haiku_spec = None
+      return
+    self._init_haiku(fn, tuple(sample_args), dict(sample_kwargs or {}),
+                     rng_key)
+    if needs_rng and not self._haiku_spec.needs_rng:
+      key = rng_key if rng_key is not None else context.next_rng_key()
+      setattr(self, RNG_NAME, jax.random.fold_in(key, 1))
+      self._haiku_spec = dataclasses.replace(self._haiku_spec, needs_rng=True)
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:
     """Attribute that holds a leaf; layers override to give PAX names."""
@@ -199,7 +261,7 @@ class HaikuModule(module_lib.Module):
     try:
       out, new_state = _transformed(spec.fn).apply(params, state, rng, *args,
                                                    **kwargs)
-    except hk_base.MissingRNGError as e:
+    except haiku_compat.MissingRNGError as e:
       raise ValueError(
           f"The Haiku function of `{self!r}` asked for an RNG key "
           "(`hk.next_rng_key()`) that it did not ask for at init, so pax "
@@ -269,9 +331,8 @@ class HaikuModule(module_lib.Module):
 
 
 def _snake(name: str) -> str:
-  from haiku._src import utils as hk_utils  # pylint: disable=g-import-not-at-top
   name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
-  name = hk_utils.camel_to_snake(name).strip("_") or "haiku_fn"
+  name = haiku_compat.camel_to_snake(name).strip("_") or "haiku_fn"
   return name if name[0].isalpha() else "fn_" + name
 
 
@@ -291,29 +352,37 @@ def _needs_rng(transformed, params, state, args, kwargs) -> bool:
     # Inputs are closed over: they may hold Python flags like is_training.
     jax.eval_shape(lambda p, s: transformed.apply(p, s, None, *args, **kwargs),
                    params, state)
-  except hk_base.MissingRNGError:
+  except haiku_compat.MissingRNGError:
     return True
   return False
 
 
-class _FromHaiku(HaikuModule):
-  """`pax.from_haiku` result; its repr shows the Haiku function."""
-
-  def __init__(self, fn, args, kwargs, rng_key, name, lazy, needs_rng):
-    super().__init__(name=name)
-    if lazy:
-      self._haiku_lazy_fn = fn
-      self._haiku_lazy_key = rng_key
-      self._haiku_spec = None
-      return
-    self._init_haiku(fn, args, kwargs, rng_key)
-    if needs_rng and not self._haiku_spec.needs_rng:
-      key = rng_key if rng_key is not None else context.next_rng_key()
-      setattr(self, RNG_NAME, jax.random.fold_in(key, 1))
-      self._haiku_spec = dataclasses.replace(self._haiku_spec, needs_rng=True)
-
-
-_FromHaiku.__name__ = _FromHaiku.__qualname__ = "HaikuModule"
+def _haiku_fn(f: Any, ctor_args: Tuple[Any, ...] = (),
+              ctor_kwargs: Optional[Dict[str, Any]] = None
+              ) -> Callable[..., Any]:
+  """The function to `hk.transform_with_state` for `f` (see `from_haiku`)."""
+  ctor_kwargs = ctor_kwargs or {}
+  if isinstance(f, (hk.Transformed, hk.TransformedWithState)):
+    if ctor_args or ctor_kwargs:
+      raise TypeError("Constructor arguments are only for hk.Module classes.")
+    return haiku_compat.get_original_fn(f)
+  if isinstance(f, type) and issubclass(f, hk.Module):
+    return HaikuModuleCall(f, *ctor_args, **ctor_kwargs)
+  if isinstance(f, hk.Module):
+    raise TypeError(
+        "pax.from_haiku got an hk.Module instance; Haiku modules can only be "
+        "created inside a transform.\nFix: pass the class and its arguments, "
+        f"`pax.from_haiku({type(f).__name__}, ...)`, or a function that "
+        "creates and calls it.")
+  if callable(f):
+    if ctor_args or ctor_kwargs:
+      raise TypeError(
+          "Constructor arguments are only for hk.Module classes; pass sample "
+          "inputs to the builder instead: `pax.from_haiku(f)(x)`.")
+    return f
+  raise TypeError(
+      f"pax.from_haiku expects a Haiku function, transform or hk.Module "
+      f"class, got {type(f).__name__}.")
 
 
 class HaikuBuilder:
@@ -328,8 +397,8 @@ class HaikuBuilder:
   def __call__(self, *sample_args: Any, rng_key: Optional[jax.Array] = None,
                **sample_kwargs: Any) -> HaikuModule:
     """Builds the module, creating params/state by `init` on the samples."""
-    return _FromHaiku(self.fn, sample_args, sample_kwargs, rng_key, self.name,
-                      False, self.needs_rng)
+    return HaikuModule(self.fn, sample_args, sample_kwargs, rng_key=rng_key,
+                       name=self.name, needs_rng=self.needs_rng)
 
   def lazy(self, rng_key: Optional[jax.Array] = None) -> HaikuModule:
     """A module whose params are created on its first call (inside pure).
@@ -339,8 +408,8 @@ class HaikuBuilder:
     >>> net.params["linear"]["w"].shape
     (5, 3)
     """
-    return _FromHaiku(self.fn, (), {}, rng_key, self.name, True,
-                      self.needs_rng)
+    return HaikuModule(self.fn, rng_key=rng_key, name=self.name,
+                       needs_rng=self.needs_rng, lazy=True)
 
 
 def from_haiku(f: Any, *ctor_args: Any, name: Optional[str] = None,
@@ -369,49 +438,13 @@ def from_haiku(f: Any, *ctor_args: Any, name: Optional[str] = None,
     `init` and returns the module; `builder.lazy()` defers `init` to the
     first call.
   """
-  if isinstance(f, (hk.Transformed, hk.TransformedWithState)):
-    if ctor_args or ctor_kwargs:
-      raise TypeError("Constructor arguments are only for hk.Module classes.")
-    fn = hk_transform.get_original_fn(f)
-  elif isinstance(f, type) and issubclass(f, hk.Module):
-    fn = HaikuModuleCall(f, *ctor_args, **ctor_kwargs)
-  elif isinstance(f, hk.Module):
-    raise TypeError(
-        "pax.from_haiku got an hk.Module instance; Haiku modules can only be "
-        "created inside a transform.\nFix: pass the class and its arguments, "
-        f"`pax.from_haiku({type(f).__name__}, ...)`, or a function that "
-        "creates and calls it.")
-  elif callable(f):
-    if ctor_args or ctor_kwargs:
-      raise TypeError(
-          "Constructor arguments are only for hk.Module classes; pass sample "
-          "inputs to the builder instead: `pax.from_haiku(f)(x)`.")
-    fn = f
-  else:
-    raise TypeError(
-        f"pax.from_haiku expects a Haiku function, transform or hk.Module "
-        f"class, got {type(f).__name__}.")
-  return HaikuBuilder(fn, name, needs_rng)
+  return HaikuBuilder(_haiku_fn(f, ctor_args, ctor_kwargs), name,
+                      needs_rng)
 
 
 # ----------------------------------------------------------------------------
 # pax -> Haiku.
 # ----------------------------------------------------------------------------
-
-
-class _BundleScope:
-  """Stands in for an `hk.Module` so get_parameter/get_state use `name`."""
-
-  def __init__(self, name: str):
-    self.module_name = name
-    self._creation_frame_id = hk_base.current_frame().frame_id
-
-
-@contextlib.contextmanager
-def _in_bundle(name: str) -> Iterator[None]:
-  frame = hk_base.current_frame()
-  with frame.module(hk_base.ModuleState(_BundleScope(name), "__call__")):
-    yield
 
 
 def _const(value: Any) -> Callable[[Any, Any], Any]:
@@ -433,7 +466,7 @@ def haiku_call(module: module_lib.Module, *args: Any, **kwargs: Any) -> Any:
   True
   """
   module_base.require_module("pax.haiku_call", module)
-  if not hk_base.inside_transform():
+  if not haiku_compat.inside_transform():
     raise ValueError("pax.haiku_call must run inside a Haiku transform.\n"
                      "Fix: use `pax.to_haiku(module)` to get one.")
   leaves, treedef = jax.tree_util.tree_flatten(module)
@@ -446,7 +479,7 @@ def haiku_call(module: module_lib.Module, *args: Any, **kwargs: Any) -> Any:
       bundle = current if bundle == "~" else f"{current}/~/{bundle}"
     get = (hk.get_parameter if spec.role == haiku_naming.PARAMS
            else hk.get_state)
-    with _in_bundle(bundle):
+    with haiku_compat.bundle_scope(bundle):
       fetched.append(get(spec.name, jnp.shape(leaf), jnp.result_type(leaf),
                          init=_const(leaf)))
   new_module, out = pure_lib.purecall(treedef.unflatten(fetched), *args,
@@ -462,7 +495,7 @@ def haiku_call(module: module_lib.Module, *args: Any, **kwargs: Any) -> Any:
       bundle = spec.bundle
       if current != "~":
         bundle = current if bundle == "~" else f"{current}/~/{bundle}"
-      with _in_bundle(bundle):
+      with haiku_compat.bundle_scope(bundle):
         hk.set_state(spec.name, new)
   return out
 

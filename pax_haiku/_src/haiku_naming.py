@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import numpy as np
-from haiku._src import utils as hk_utils
 
+from pax_haiku._src import haiku_compat
 from pax_haiku._src import module_base as base
 
 PARAMS = "params"
@@ -52,7 +52,7 @@ def scope_name(module: Any) -> str:
     return custom
   if module._name:
     return module._name
-  return hk_utils.camel_to_snake(type(module).__name__)
+  return haiku_compat.camel_to_snake(type(module).__name__)
 
 
 class _Scope:

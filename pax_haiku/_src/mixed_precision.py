@@ -27,12 +27,12 @@ import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple, TypeVar, Union
 
 import haiku as hk
-from haiku._src import mixed_precision as hk_mp
 import jax
 import jax.numpy as jnp
 import jmp
 
 from pax_haiku._src import haiku_bridge
+from pax_haiku._src import haiku_compat
 from pax_haiku._src import haiku_naming
 from pax_haiku._src import module as module_lib
 from pax_haiku._src import module_base
@@ -63,18 +63,9 @@ def _as_policy(policy: Any) -> jmp.Policy:
       "compute=bfloat16,output=float32')`.")
 
 
-@contextlib.contextmanager
 def _top_level_policy(policy: jmp.Policy):
   """Haiku's method interceptor, for a function that is not a module."""
-  tls = hk_mp._thread_local_state  # pylint: disable=protected-access
-  with contextlib.ExitStack() as stack:
-    if not tls.has_current_policy:
-      stack.enter_context(
-          hk.custom_creator(hk_mp._mixed_precision_creator))  # pylint: disable=protected-access
-      stack.enter_context(hk.custom_getter(
-          hk_mp._mixed_precision_getter, state=True))  # pylint: disable=protected-access
-    stack.enter_context(tls.push_current_policy(policy))
-    yield
+  return haiku_compat.top_level_policy(policy)
 
 
 class MixedPrecisionFn:
@@ -115,6 +106,11 @@ class MixedPrecisionFn:
   def _cast_state(self, next_setter, value, context):
     del context
     return next_setter(self.policy.cast_to_param(value))
+
+  def __reduce__(self):
+    # Rebuilt through the constructor: pickles whenever `fn`, the policies
+    # and the inner classes (by reference) do.
+    return (MixedPrecisionFn, (self.fn, self.policy, self.inner))
 
   def _key(self):
     return (self.fn, self.policy, self.inner)

@@ -49,8 +49,9 @@ class Shape:
     cls: the module's class.
     data: names of the data fields, in attribute order (the node's children).
     static: names of the static fields, in attribute order.
-    order: every field name in attribute order, mapped to None; `__dict__`
-      is filled from it first so that it keeps that order.
+    order: every field name in attribute order (of the first module of this
+      shape), mapped to None; `__dict__` is filled from it first so that it
+      keeps that order.
     eager: fill `__dict__` when unflattening, not on first access: the class
       has an attribute named like a field (which attribute lookup would find
       before asking for the field) or its own `__getattr__`.
@@ -68,7 +69,10 @@ _SHAPES: "weakref.WeakValueDictionary[Any, Shape]" = (
 
 def _shape(cls: type, data: Tuple[str, ...], static: Tuple[str, ...],
            order: Tuple[str, ...]) -> Shape:
-  key = (cls, data, static, order)
+  # Not keyed by `order`: modules whose data and static names agree share a
+  # treedef however their attributes interleave (a lazily built module and
+  # an eagerly built one, say); `__dict__` then takes the first one's order.
+  key = (cls, data, static)
   shape = _SHAPES.get(key)
   if shape is None:
     eager = cls._pax_custom_getattr or any(hasattr(cls, n) for n in order)
