@@ -21,6 +21,54 @@ from pax_haiku._src.nets import _common
 from pax_haiku._src.nn import _checks
 
 _SAMPLE_SIZE = 32  # Spatial size of the sample image used to create params.
+_FORMATS = ("NHWC", "NCHW")
+_PADDINGS = ("SAME", "pax")
+
+
+def _pax_padding(next_f, args, kwargs, context):
+  """`hk.intercept_methods` interceptor giving a v1 ResNet PAX's padding.
+
+  PAX's ResNet pads every convolution by `(k - 1) // 2` on both sides and
+  zero-pads by 1 before a VALID 3x3/2 max pool; Haiku pads 'SAME', which
+  is the same on odd sizes but pads `(k // 2 - 1, k // 2)`-style on even
+  ones. Parameters are unchanged.
+  """
+  module = context.module
+  if context.method_name == "__call__":
+    if isinstance(module, hk.Conv2D) and module.padding == "SAME":
+      saved = module.padding
+      module.padding = tuple(((k - 1) // 2,) * 2 for k in module.kernel_shape)
+      try:
+        return next_f(*args, **kwargs)
+      finally:
+        module.padding = saved
+    if isinstance(module, hk.nets.ResNet):
+      return _pax_forward(module, *args, **kwargs)
+  return next_f(*args, **kwargs)
+
+
+def _pax_forward(net: hk.nets.ResNet, inputs: jax.Array, is_training: bool,
+                 test_local_stats: bool = False) -> jax.Array:
+  """A v1 ResNet's forward pass with PAX's max-pool padding."""
+  out = net.initial_conv(inputs)
+  out = jax.nn.relu(net.initial_batchnorm(out, is_training, test_local_stats))
+  out = jnp.pad(out, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  out = hk.max_pool(out, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1),
+                    padding="VALID")
+  for block_group in net.block_groups:
+    out = block_group(out, is_training, test_local_stats)
+  return net.logits(jnp.mean(out, axis=(1, 2)))
+
+
+class _PaxPaddedCall(haiku_bridge.HaikuModuleCall):
+  """The Haiku ResNet under `_pax_padding` (same parameters)."""
+
+  def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    with hk.intercept_methods(_pax_padding):
+      return super().__call__(*args, **kwargs)
+
+  def _key(self):
+    return super()._key() + ("pax_padding",)
 
 
 def _config(arg: str, value: Optional[Mapping[str, Any]]
@@ -56,12 +104,21 @@ class ResNet(haiku_bridge.HaikuModule):
     bn_config: keyword arguments of the `hk.BatchNorm`s (decay_rate, eps...).
     resnet_v2: use ResNet v2 (pre-activation) blocks.
     strides: stride of each group.
+    data_format: 'NHWC' (default, Haiku's) or 'NCHW' (PAX's ResNet input;
+      images are transposed to NHWC before the Haiku net).
+    padding: 'SAME' (default, Haiku's) or 'pax': PAX's explicit padding
+      (`(k - 1) // 2` per side of every conv, zero pad + VALID max pool).
+      The two differ where a stride-2 layer sees an even size; use
+      `data_format="NCHW", padding="pax"` to reproduce a PAX ResNet's
+      outputs with its weights (v1 only).
     rng_key: key for initialization (default: `pax.next_rng_key()`).
     name: Haiku module name (default from the Haiku class, e.g. `res_net`).
   """
 
   input_channels: int
   num_classes: int
+  data_format: str = "NHWC"
+  padding: str = "SAME"
 
   def __init__(self, input_channels: int, num_classes: int,
                blocks_per_group: Sequence[int] = (2, 2, 2, 2),
@@ -73,9 +130,11 @@ class ResNet(haiku_bridge.HaikuModule):
                bn_config: Optional[Mapping[str, Any]] = None,
                resnet_v2: bool = False,
                strides: Sequence[int] = (1, 2, 2, 2),
+               data_format: str = "NHWC", padding: str = "SAME",
                rng_key: Optional[jax.Array] = None,
                name: Optional[str] = None):
     super().__init__(name=name)
+    self._set_layout(data_format, padding, resnet_v2)
     self._build(
         input_channels, num_classes, rng_key, hk.nets.ResNet,
         blocks_per_group=tuple(blocks_per_group), bottleneck=bool(bottleneck),
@@ -83,6 +142,16 @@ class ResNet(haiku_bridge.HaikuModule):
         use_projection=tuple(use_projection), logits_config=logits_config,
         initial_conv_config=initial_conv_config, bn_config=bn_config,
         resnet_v2=resnet_v2, strides=strides, name=name)
+
+  def _set_layout(self, data_format: str, padding: str,
+                  resnet_v2: bool) -> None:
+    layer = f"nets.{type(self).__name__}"
+    self.data_format = _checks.one_of(layer, "data_format", data_format,
+                                      _FORMATS)
+    self.padding = _checks.one_of(layer, "padding", padding, _PADDINGS)
+    if padding == "pax" and resnet_v2:
+      raise ValueError(f"pax.{layer}: padding='pax' is for v1 ResNets (PAX "
+                       "has no v2); pass resnet_v2=False.")
 
   def _build(self, input_channels: int, num_classes: int,
              rng_key: Optional[jax.Array], hk_class: type,
@@ -97,8 +166,9 @@ class ResNet(haiku_bridge.HaikuModule):
       kwargs[arg] = _config(arg, kwargs[arg])
     kwargs["strides"] = tuple(kwargs["strides"])
     kwargs["resnet_v2"] = bool(kwargs["resnet_v2"])
-    fn = haiku_bridge.HaikuModuleCall(hk_class, num_classes=num_classes,
-                                      **kwargs)
+    call = (_PaxPaddedCall if self.padding == "pax" else
+            haiku_bridge.HaikuModuleCall)
+    fn = call(hk_class, num_classes=num_classes, **kwargs)
     x = jnp.zeros((1, _SAMPLE_SIZE, _SAMPLE_SIZE, input_channels))
     self._init_haiku(fn, (x,), {"is_training": True}, rng_key)
 
@@ -106,16 +176,27 @@ class ResNet(haiku_bridge.HaikuModule):
     return _common.relative_attr(bundle, name)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Logits `[N, num_classes]` of NHWC images `x`."""
-    if jnp.ndim(x) != 4 or jnp.shape(x)[-1] != self.input_channels:
+    """Logits `[N, num_classes]` of images `x` (NHWC, or NCHW if chosen)."""
+    axis = 1 if self.data_format == "NCHW" else -1
+    if jnp.ndim(x) != 4 or jnp.shape(x)[axis] != self.input_channels:
+      layout = ("(N, {}, H, W)" if axis == 1 else "(N, H, W, {})").format(
+          self.input_channels)
       raise _checks.input_error(
-          self, f"(N, H, W, {self.input_channels})", x,
-          "pass a batch of NHWC images with input_channels channels.")
+          self, layout, x,
+          f"pass a batch of {self.data_format} images with input_channels "
+          "channels.")
+    if axis == 1:
+      x = jnp.transpose(x, (0, 2, 3, 1))
     return super().__call__(x)
 
   def _repr_info(self) -> Dict[str, Any]:
-    return {"input_channels": self.input_channels,
+    info = {"input_channels": self.input_channels,
             "num_classes": self.num_classes}
+    if self.data_format != "NHWC":
+      info["data_format"] = self.data_format
+    if self.padding != "SAME":
+      info["padding"] = self.padding
+    return info
 
 
 def _preset(depth: int, hk_class: type) -> type:
@@ -127,9 +208,11 @@ def _preset(depth: int, hk_class: type) -> type:
                bn_config: Optional[Mapping[str, Any]] = None,
                resnet_v2: bool = False,
                strides: Sequence[int] = (1, 2, 2, 2),
+               data_format: str = "NHWC", padding: str = "SAME",
                rng_key: Optional[jax.Array] = None,
                name: Optional[str] = None):
     super(ResNet, self).__init__(name=name)  # pylint: disable=bad-super-call
+    self._set_layout(data_format, padding, resnet_v2)
     self._build(input_channels, num_classes, rng_key, hk_class,
                 logits_config=logits_config,
                 initial_conv_config=initial_conv_config, bn_config=bn_config,
@@ -156,6 +239,8 @@ def _preset(depth: int, hk_class: type) -> type:
     bn_config: keyword arguments of the `hk.BatchNorm`s (decay_rate, eps...).
     resnet_v2: use ResNet v2 (pre-activation) blocks.
     strides: stride of each group.
+    data_format: 'NHWC' (default) or 'NCHW' (PAX's input layout).
+    padding: 'SAME' (default, Haiku's) or 'pax' (PAX's explicit padding).
     rng_key: key for initialization (default: `pax.next_rng_key()`).
     name: Haiku module name (default `res_net{depth}`).
   """

@@ -96,8 +96,31 @@ class RNN(haiku_bridge.HaikuModule):
     return {"input_dim": self.input_dim, "hidden_dim": self.hidden_dim}
 
 
+class _VanillaRNNCore(hk.VanillaRNN):
+  """`hk.VanillaRNN` with another activation than relu (same parameters)."""
+
+  def __init__(self, hidden_size: int, double_bias: bool = True,
+               activation: Callable[[jax.Array], jax.Array] = jax.nn.relu,
+               name: Optional[str] = None):
+    super().__init__(hidden_size, double_bias=double_bias,
+                     name=name or "vanilla_rnn")
+    self.activation = activation
+
+  def __call__(self, inputs, prev_state):
+    inputs = jnp.asarray(inputs)
+    prev_state = jnp.asarray(prev_state)
+    input_to_hidden = hk.Linear(self.hidden_size)
+    hidden_to_hidden = hk.Linear(self.hidden_size, with_bias=self.double_bias)
+    out = self.activation(input_to_hidden(inputs) +
+                          hidden_to_hidden(prev_state))
+    return out, out
+
+
 class VanillaRNN(RNN):
-  """A simple RNN core (`hk.VanillaRNN`): `h = tanh(W_i x + W_h h + b)`.
+  """A simple RNN core (`hk.VanillaRNN`): `h = relu(W_i x + b_i + W_h h + b_h)`.
+
+  The activation is Haiku's relu by default; PAX's VanillaRNN uses tanh over
+  a single bias (`activation=jnp.tanh, double_bias=False` reproduces it).
 
   >>> rnn = pax.VanillaRNN(3, 4)
   >>> state = rnn.initial_state(2)
@@ -110,6 +133,8 @@ class VanillaRNN(RNN):
     hidden_dim: number of hidden units.
     double_bias: give the hidden-to-hidden projection a bias too (Haiku's
       default).
+    activation: the nonlinearity (Haiku's `jax.nn.relu` by default; PAX's
+      VanillaRNN uses `jnp.tanh`). Parameters are the same for any choice.
     rng_key: key for initialization (default: `pax.next_rng_key()`).
     name: Haiku module name (default `vanilla_rnn`).
   """
@@ -117,11 +142,21 @@ class VanillaRNN(RNN):
   _hk_class = hk.VanillaRNN
 
   def __init__(self, input_dim: int, hidden_dim: int, *,
-               double_bias: bool = True, rng_key: Optional[jax.Array] = None,
+               double_bias: bool = True,
+               activation: Callable[[jax.Array], jax.Array] = jax.nn.relu,
+               rng_key: Optional[jax.Array] = None,
                name: Optional[str] = None):
     super().__init__(name=name)
-    self._build(input_dim, hidden_dim, rng_key, name,
-                double_bias=bool(double_bias))
+    if not callable(activation):
+      raise TypeError(f"pax.VanillaRNN: activation must be callable, got "
+                      f"{activation!r}.\nFix: e.g. activation=jnp.tanh.")
+    if activation is not jax.nn.relu:
+      self._hk_class = _VanillaRNNCore
+      self._build(input_dim, hidden_dim, rng_key, name,
+                  double_bias=bool(double_bias), activation=activation)
+    else:  # Exactly Haiku's core.
+      self._build(input_dim, hidden_dim, rng_key, name,
+                  double_bias=bool(double_bias))
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:
     part = "hidden" if bundle.endswith("_1") else "input"
