@@ -61,8 +61,8 @@ class HaikuModuleCall:
   def __reduce__(self):
     # Rebuilt through the constructor: pickles whenever the class (by
     # reference) and the constructor arguments do.
-    return (_haiku_module_call, (self.cls, self.ctor_args, self.ctor_kwargs,
-                                 self.method))
+    return (_haiku_module_call, (type(self), self.cls, self.ctor_args,
+                                 self.ctor_kwargs, self.method))
 
   def _key(self):
     return (self.cls, self.ctor_args, sorted(self.ctor_kwargs.items()),
@@ -80,11 +80,11 @@ class HaikuModuleCall:
     return f"{self.__name__}({', '.join(args)})"
 
 
-def _haiku_module_call(cls: type, ctor_args: Tuple[Any, ...],
+def _haiku_module_call(call_cls: type, cls: type, ctor_args: Tuple[Any, ...],
                        ctor_kwargs: Dict[str, Any],
                        method: str) -> HaikuModuleCall:
-  """Unpickles a `HaikuModuleCall` (its `method` is keyword-only)."""
-  return HaikuModuleCall(cls, *ctor_args, method=method, **ctor_kwargs)
+  """Unpickles a `HaikuModuleCall` or subclass (`method` is keyword-only)."""
+  return call_cls(cls, *ctor_args, method=method, **ctor_kwargs)
 
 
 @dataclasses.dataclass(frozen=True)

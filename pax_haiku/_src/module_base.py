@@ -62,6 +62,11 @@ class Shape:
   order: Dict[str, None] = dataclasses.field(repr=False)
   eager: bool = dataclasses.field(repr=False)
 
+  def __reduce__(self):
+    # Copies and unpickled treedefs must find the interned shape, since
+    # layouts compare shapes by identity.
+    return _shape, (self.cls, self.data, self.static, tuple(self.order))
+
 
 _SHAPES: "weakref.WeakValueDictionary[Any, Shape]" = (
     weakref.WeakValueDictionary())
@@ -115,6 +120,9 @@ class Layout:
 
   def __hash__(self) -> int:
     return hash(self.shape)
+
+  def __reduce__(self):
+    return Layout, (self.shape, self.values)
 
 
 def is_module(x: Any) -> bool:

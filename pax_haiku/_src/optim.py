@@ -57,6 +57,15 @@ class _Static:
   def __deepcopy__(self, memo: Any) -> "_Static":
     return self
 
+  def __reduce__(self):
+    raise TypeError(
+        "An optimizer cannot be pickled: it holds an optax transformation, "
+        "whose functions are closures (no optax transformation pickles).\n"
+        "Fix: save its state with `pax.save(path, optimizer)` and load it "
+        "into an optimizer built the same way: `optimizer = pax.load(path, "
+        "pax.from_optax(tx)(model.parameters()))`. Copies work: "
+        "`copy.deepcopy(optimizer)`.")
+
   def __repr__(self) -> str:
     return f"_Static({self.value!r})"
 

@@ -65,6 +65,7 @@ import numpy as np
 
 from pax_haiku._src import haiku_bridge
 from pax_haiku._src import module as module_lib
+from pax_haiku._src import module_base
 from pax_haiku._src.nets import mlp as mlp_lib
 from pax_haiku._src.nets import resnet as resnet_lib
 from pax_haiku._src.nets import transformer as transformer_lib
@@ -673,7 +674,7 @@ def state_dict(module: module_lib.Module) -> PaxStateDict:
   Returns:
     The state_dict; `load_state_dict` reads it back.
   """
-  module_lib._require_module("pax_state_dict.state_dict", module)  # pylint: disable=protected-access
+  module_base.require_module("pax_state_dict.state_dict", module)
   return _dump(module)
 
 
@@ -723,7 +724,7 @@ def load_state_dict(module: module_lib.Module,
     ValueError: naming the entry's path, for a missing or unexpected entry
       or a shape that does not fit.
   """
-  module_lib._require_module("pax_state_dict.load_state_dict", module)  # pylint: disable=protected-access
+  module_base.require_module("pax_state_dict.load_state_dict", module)
   if not isinstance(state_dict, Mapping):
     raise TypeError(
         "load_state_dict expects a PAX state_dict (a dict), got "
