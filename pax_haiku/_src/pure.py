@@ -153,8 +153,8 @@ def module_and_value(
     return pure(call_method)
   else:
     raise TypeError(
-        "pax.module_and_value expects a module, a bound method of a module "
-        "(e.g. `net.step`) or a function taking the module first, got "
+        "pax.module_and_value expects a module or a bound method of a module "
+        "(e.g. `net.step`), or a function taking the module first, got "
         f"{type(module_or_method).__name__}.")
 
   def call(mod, *args, **kwargs):
