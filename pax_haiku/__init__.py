@@ -6,6 +6,7 @@
 ['b', 'w']
 """
 
+from pax_haiku import experimental
 from pax_haiku import nets
 from pax_haiku import sharding
 from pax_haiku import utils
@@ -25,6 +26,9 @@ from pax_haiku._src.functional import enable_eval_mode
 from pax_haiku._src.functional import enable_train_mode
 from pax_haiku._src.functional import freeze_parameters
 from pax_haiku._src.module import Module
+from pax_haiku._src.module_base import EmptyNode
+from pax_haiku._src.utility_modules import ParameterModule
+from pax_haiku._src.utility_modules import StateModule
 from pax_haiku._src.module_base import module_class
 from pax_haiku._src.module import parameters_method
 from pax_haiku._src.functional import select_parameters
@@ -87,8 +91,10 @@ __all__ = (
     "Dropout",
     "EMA",
     "Embed",
+    "EmptyNode",
     "enable_eval_mode",
     "enable_train_mode",
+    "experimental",
     "freeze_parameters",
     "from_haiku",
     "from_optax",
@@ -114,6 +120,7 @@ __all__ = (
     "nets",
     "next_rng_key",
     "Optimizer",
+    "ParameterModule",
     "parameters_method",
     "pure",
     "purecall",
@@ -125,6 +132,7 @@ __all__ = (
     "select_parameters",
     "Sequential",
     "sharding",
+    "StateModule",
     "to_haiku",
     "unfreeze_parameters",
     "unwrap_mp_policy",

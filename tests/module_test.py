@@ -232,9 +232,12 @@ class ModuleTest(parameterized.TestCase):
       pax.to_haiku(jnp.ones(3))
 
   def test_class_attribute_array_is_an_error(self):
-    with self.assertRaisesRegex(TypeError, r"(?s)Class attribute `Bad\.w`.*__init__"):
-      class Bad(pax.Module):  # pylint: disable=unused-variable
-        w = jnp.ones(3)
+    # As in PAX: defining the class is fine, creating an instance is not.
+    class Bad(pax.Module):
+      w = jnp.ones(3)
+
+    with self.assertRaisesRegex(ValueError, r"(?s)Class attribute `Bad\.w`.*__init__"):
+      Bad()
 
   def test_module_reachable_twice_is_an_error(self):
     fc = pax.Linear(2, 2)
@@ -257,13 +260,23 @@ class ModuleTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "reachable twice"):
       share(pax.Sequential(pax.Linear(2, 2), pax.Linear(2, 2)))
 
-  def test_mixed_attribute_is_an_error(self):
+  def test_mixed_attribute_keeps_its_static_leaves(self):
+    # As in PAX: arrays/modules are pytree data, other leaves ride in the
+    # treedef and come back unchanged.
     class Mixed(pax.Module):
       def __init__(self):
-        self.layers = [pax.Linear(2, 2), "relu"]
+        self.layers = [pax.Linear(2, 2), "relu", 3, jax.nn.relu]
 
-    with self.assertRaisesRegex(TypeError, r"(?s)Mixed\.layers.*pax\.Lambda"):
-      Mixed()
+    m = Mixed()
+    leaves, treedef = jax.tree_util.tree_flatten(m)
+    self.assertLen(leaves, 2)
+    back = treedef.unflatten(leaves)
+    self.assertEqual(back.layers[1:], ["relu", 3, jax.nn.relu])
+    self.assertIs(type(back.layers[0]), pax.Linear)
+    self.assertIs(jax.jit(lambda x: x)(m).layers[3], jax.nn.relu)
+    other = Mixed()
+    other = pax.pure(lambda o: (setattr(o, "layers", o.layers[:2] + [4, jax.nn.relu]), o)[1])(other)
+    self.assertNotEqual(jax.tree_util.tree_structure(other), treedef)
 
   def test_custom_parameters_without_method_is_an_error(self):
     with self.assertRaisesRegex(TypeError, "parameters_method"):

@@ -101,9 +101,10 @@ def map_modules(module: T, fn: Any) -> T:
 
   leaves, treedef = jax.tree_util.tree_flatten(module)
   copy = treedef.unflatten(leaves)
-  children, layout = base.flat(copy)
-  new = {name: jax.tree_util.tree_map(rec, child, is_leaf=base.is_module)
-         for name, child in zip(layout.data, children)}
+  layout = base.flat(copy)[1]
+  d = base.fields(copy)
+  new = {name: jax.tree_util.tree_map(rec, d[name], is_leaf=base.is_module)
+         for name in layout.data}
   if new:
     base.set_fields(copy, **new)
   return fn(copy)

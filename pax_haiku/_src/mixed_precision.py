@@ -162,10 +162,8 @@ def _apply(module: T, policy: jmp.Policy,
     spec = module._require_initialized()  # pylint: disable=protected-access
     fn = MixedPrecisionFn(spec.fn, policy, inner)
     return module.replace(_haiku_spec=dataclasses.replace(spec, fn=fn))
-  if not callable(module):
-    raise TypeError(f"pax.apply_mp_policy: `{module!r}` defines no "
-                    "`__call__` to run under a policy.")
-  # `pax.Module` runs `__call__` under this field's policy (module_base).
+  # `pax.Module` runs `__call__` under this field's policy (module_base);
+  # other methods (and modules without `__call__`) run as they are (PAX).
   module = module.copy()
   module_base.set_fields(module, **{module_base.MP_POLICY: policy})
   return module

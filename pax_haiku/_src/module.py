@@ -223,6 +223,118 @@ class Module(base.BaseModule):
     """A copy of the whole tree in evaluation mode."""
     return functional.enable_eval_mode(self)
 
+  # -- PAX 0.5.10 methods -----------------------------------------------------
+
+  @property
+  def pytree_attributes(self) -> Tuple[str, ...]:
+    """Names of the attributes holding arrays or modules (pytree data).
+
+    >>> pax.Linear(2, 2).pytree_attributes
+    ('bias', 'weight')
+    """
+    return base.data_fields(self)
+
+  @property
+  def _pax_mp_policy(self) -> Any:
+    from pax_haiku._src import mixed_precision  # pylint: disable=import-outside-toplevel
+    policy = mixed_precision.get_mp_policy(self)
+    if policy is None:
+      raise AttributeError("_pax_mp_policy")
+    return policy
+
+  def set_attribute(self: T, name: str, value: Any) -> T:
+    """Returns a copy with attribute `name` set (added if new) to `value`.
+
+    >>> fc = pax.Linear(2, 2).set_attribute("extra", pax.Linear(2, 1))
+    >>> fc.extra
+    Linear(in_dim=2, out_dim=1, with_bias=True)
+
+    Args:
+      name: the attribute name (a str).
+      value: the new value; arrays and modules become pytree data.
+
+    Returns:
+      A new module; `self` is unchanged.
+    """
+    if not isinstance(name, str):
+      raise TypeError(f"set_attribute expects an attribute name (str), got "
+                      f"{type(name).__name__}.")
+    module = self.copy()
+    with context.allow_mutation([module]):
+      setattr(module, name, value)
+    base.check_instance_fields(module)
+    return module
+
+  def scan_bugs(self: T) -> T:
+    """Checks the whole tree as PAX does and returns `self`.
+
+    Raises ValueError for a module or an array reachable twice, or a class
+    attribute holding arrays or modules.
+
+    >>> net = pax.Sequential(pax.Linear(2, 2))
+    >>> net.scan_bugs() is net
+    True
+    """
+    for module in base.check_no_shared_modules(self):
+      base.check_instance_fields(module)
+    return self
+
+  def apply_submodules(self: T, func: Callable[["Module"], "Module"]) -> T:
+    """Applies `func` (with `apply`) to every submodule, not to `self`.
+
+    >>> net = pax.Sequential(pax.Linear(1, 1)).eval()
+    >>> net = net.apply_submodules(lambda m: m.train())
+    >>> net.training, net[0].training
+    (False, True)
+    """
+    if not callable(func):
+      raise TypeError(f"apply_submodules expects a function, got "
+                      f"{type(func).__name__}.")
+    copy = self.copy()
+    new = {}
+    for name in base.data_fields(copy):
+      new[name] = jax.tree_util.tree_map(
+          lambda x: x.apply(func) if isinstance(x, Module) else x,
+          base.fields(copy)[name], is_leaf=base.is_module)
+    if new:
+      base.set_fields(copy, **new)
+    return copy
+
+  def state_dict(self) -> Dict[str, Any]:
+    """PAX's state_dict: `{attribute: array | nested dict}` in PAX's layout.
+
+    Layers use the attribute names and shapes of the PAX layer of the same
+    kind, so a PAX program's saved state_dict loads with `load_state_dict`.
+
+    >>> sd = pax.Linear(2, 3).state_dict()
+    >>> sorted(sd), sd["weight"].shape
+    (['bias', 'weight'], (2, 3))
+    """
+    from pax_haiku._src import pax_state_dict  # pylint: disable=import-outside-toplevel
+    return pax_state_dict.state_dict(self)
+
+  def load_state_dict(self: T, state_dict: Dict[str, Any]) -> T:
+    """Returns a copy holding the weights of a (PAX) state_dict.
+
+    >>> a, b = pax.Linear(2, 3), pax.Linear(2, 3)
+    >>> bool((b.load_state_dict(a.state_dict()).weight == a.weight).all())
+    True
+    """
+    from pax_haiku._src import pax_state_dict  # pylint: disable=import-outside-toplevel
+    return pax_state_dict.load_state_dict(self, state_dict)
+
+  def __mod__(self, args: Any) -> Tuple["Module", Any]:
+    """`module % x` is `pax.module_and_value(module)(x)` (a tuple: *args).
+
+    >>> bn, y = pax.BatchNorm1D(3) % jnp.ones((2, 4, 3))
+    >>> y.shape
+    (2, 4, 3)
+    """
+    from pax_haiku._src import pure as pure_lib  # pylint: disable=import-outside-toplevel
+    if isinstance(args, tuple):
+      return pure_lib.module_and_value(self)(*args)
+    return pure_lib.module_and_value(self)(args)
+
   def summary(self) -> str:
     """The tree of submodules with parameter counts and shapes.
 
@@ -235,3 +347,4 @@ class Module(base.BaseModule):
     Total: 25 parameters, 0 state values
     """
     return summary_lib.summary(self)
+

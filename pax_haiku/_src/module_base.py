@@ -49,6 +49,9 @@ class Shape:
     cls: the module's class.
     data: names of the data fields, in attribute order (the node's children).
     static: names of the static fields, in attribute order.
+    mixed: the data fields whose values also hold non-array leaves (PAX's
+      "mixed" attributes, e.g. `[pax.Linear(2, 2), jax.nn.relu]`); their
+      child holds those leaves wrapped in `ValueNode`s.
     order: every field name in attribute order (of the first module of this
       shape), mapped to None; `__dict__` is filled from it first so that it
       keeps that order.
@@ -59,6 +62,7 @@ class Shape:
   cls: type
   data: Tuple[str, ...]
   static: Tuple[str, ...]
+  mixed: Tuple[str, ...]
   order: Dict[str, None] = dataclasses.field(repr=False)
   eager: bool = dataclasses.field(repr=False)
 
@@ -73,15 +77,15 @@ _SHAPES: "weakref.WeakValueDictionary[Any, Shape]" = (
 
 
 def _shape(cls: type, data: Tuple[str, ...], static: Tuple[str, ...],
-           order: Tuple[str, ...]) -> Shape:
+           mixed: Tuple[str, ...], order: Tuple[str, ...]) -> Shape:
   # Not keyed by `order`: modules whose data and static names agree share a
   # treedef however their attributes interleave (a lazily built module and
   # an eagerly built one, say); `__dict__` then takes the first one's order.
-  key = (cls, data, static)
+  key = (cls, data, static, mixed)
   shape = _SHAPES.get(key)
   if shape is None:
     eager = cls._pax_custom_getattr or any(hasattr(cls, n) for n in order)
-    shape = Shape(cls, data, static, dict.fromkeys(order), eager)
+    shape = Shape(cls, data, static, mixed, dict.fromkeys(order), eager)
     _SHAPES[key] = shape
   return shape
 
@@ -129,32 +133,117 @@ def is_module(x: Any) -> bool:
   return isinstance(x, BaseModule)
 
 
+class EmptyNode:
+  """Marks an uninitialized or deleted pytree node (PAX's `EmptyNode`).
+
+  A pytree node without leaves: an attribute holding it is pytree data, so
+  assigning an array later keeps the attribute's place in the tree.
+
+  >>> class Att(pax.Module):
+  ...     def __init__(self):
+  ...         super().__init__()
+  ...         self.hidden = pax.EmptyNode()
+  >>> att = Att()
+  >>> att.pytree_attributes, att.hidden == pax.EmptyNode()
+  (('hidden',), True)
+  """
+  __slots__ = ()
+
+  def __eq__(self, other: Any) -> bool:
+    return isinstance(other, EmptyNode)
+
+  def __hash__(self) -> int:
+    return hash(EmptyNode)
+
+  def __repr__(self) -> str:
+    return "EmptyNode"
+
+
+jax.tree_util.register_pytree_node(
+    EmptyNode, lambda node: ((), None), lambda aux, children: EmptyNode())
+
+
 def _is_data_leaf(x: Any) -> bool:
-  return isinstance(x, (BaseModule,) + ARRAY_TYPES)
+  return isinstance(x, (BaseModule, EmptyNode) + ARRAY_TYPES)
 
 
-def classify(owner: Any, name: str, value: Any) -> bool:
-  """True if `value` is pytree data (arrays/modules), False if static."""
-  if isinstance(value, (BaseModule,) + ARRAY_TYPES):
-    return True
+def _is_module_or_empty(x: Any) -> bool:
+  return isinstance(x, (BaseModule, EmptyNode))
+
+
+STATIC, DATA, MIXED = 0, 1, 2
+
+
+def classify(owner: Any, name: str, value: Any) -> int:
+  """`DATA` if `value` is pytree data (arrays/modules), `STATIC` if it holds
+  none, `MIXED` if it holds both (as PAX, e.g. `[pax.Linear(2, 2), 0]`)."""
+  del owner, name
+  if isinstance(value, (BaseModule, EmptyNode) + ARRAY_TYPES):
+    return DATA
   if value is None or isinstance(value, (str, int, float, bool, complex)):
-    return False
-  leaves = jax.tree_util.tree_leaves(value, is_leaf=is_module)
+    return STATIC
+  leaves = jax.tree_util.tree_leaves(value, is_leaf=_is_module_or_empty)
   if not leaves:
-    return False
+    return STATIC
   data = [_is_data_leaf(leaf) for leaf in leaves]
   if all(data):
-    return True
+    return DATA
   if not any(data):
-    return False
-  others = sorted({type(l).__name__ for l, d in zip(leaves, data) if not d})
-  raise TypeError(
-      f"Attribute `{type(owner).__name__}.{name}` mixes JAX arrays/modules with "
-      f"other values ({', '.join(others)}), so pax cannot tell which parts are "
-      "trainable pytree data and which are static configuration.\n"
-      "Fix: keep static values in a separate attribute, and wrap plain "
-      "functions with `pax.Lambda(fn)`, e.g. "
-      "`self.layers = [pax.Linear(2, 2), pax.Lambda(jax.nn.relu)]`.")
+    return STATIC
+  return MIXED
+
+
+class ValueNode:
+  """A pytree node without children holding a non-array leaf of a mixed
+  attribute (its value is part of the treedef, like a static field)."""
+  __slots__ = ("value",)
+
+  def __init__(self, value: Any):
+    self.value = value
+
+  def __eq__(self, other: Any) -> bool:
+    if type(other) is not ValueNode:
+      return False
+    a, b = self.value, other.value
+    if a is b:
+      return True
+    try:
+      return type(a) is type(b) and bool(a == b)
+    except Exception:  # pylint: disable=broad-except
+      return False
+
+  def __hash__(self) -> int:
+    return hash(type(self.value))
+
+  def __repr__(self) -> str:
+    return f"ValueNode({self.value!r})"
+
+
+jax.tree_util.register_pytree_node(
+    ValueNode, lambda node: ((), node), lambda node, _: node)
+
+
+def _is_leaf_or_value(x: Any) -> bool:
+  return isinstance(x, (BaseModule, ValueNode))
+
+
+def _wrap_mixed(value: Any) -> Any:
+  return jax.tree_util.tree_map(
+      lambda x: x if _is_data_leaf(x) else ValueNode(x), value,
+      is_leaf=_is_module_or_empty)
+
+
+def _unwrap_mixed(value: Any) -> Any:
+  return jax.tree_util.tree_map(
+      lambda x: x.value if type(x) is ValueNode else x, value,
+      is_leaf=_is_leaf_or_value)
+
+
+def _children(d: Dict[str, Any], shape: "Shape") -> Tuple[Any, ...]:
+  if not shape.mixed:
+    return tuple(d[n] for n in shape.data)
+  mixed = shape.mixed
+  return tuple(_wrap_mixed(d[n]) if n in mixed else d[n] for n in shape.data)
 
 
 # ----------------------------------------------------------------------------
@@ -181,6 +270,9 @@ def _fill(d: Dict[str, Any], flat: Tuple[Tuple[Any, ...], Layout]) -> None:
   d.update(shape.order)
   d.update(zip(shape.static, layout.values))
   d.update(zip(shape.data, children))
+  if shape.mixed:
+    for name in shape.mixed:
+      d[name] = _unwrap_mixed(d[name])
 
 
 def fields(module: "BaseModule") -> Dict[str, Any]:
@@ -210,17 +302,20 @@ def data_fields(module: "BaseModule") -> Tuple[str, ...]:
 
 
 def _layout_of(module: "BaseModule", d: Dict[str, Any]) -> Layout:
-  data, static, values = [], [], []
+  data, static, values, mixed = [], [], [], []
   for name, value in d.items():
     if name == "_pax_constructing":
       continue
-    if classify(module, name, value):
-      data.append(name)
-    else:
+    kind = classify(module, name, value)
+    if kind == STATIC:
       static.append(name)
       values.append(value)
+    else:
+      data.append(name)
+      if kind == MIXED:
+        mixed.append(name)
   order = tuple(n for n in d if n != "_pax_constructing")
-  shape = _shape(type(module), tuple(data), tuple(static), order)
+  shape = _shape(type(module), tuple(data), tuple(static), tuple(mixed), order)
   try:
     old = _get_flat(module)[1]
   except AttributeError:
@@ -235,7 +330,7 @@ def refresh(module: "BaseModule") -> None:
   """Recomputes the flattened form after the instance dict changed."""
   d = fields(module)
   layout = _layout_of(module, d)
-  _set_flat(module, (tuple(d[n] for n in layout.data), layout))
+  _set_flat(module, (_children(d, layout.shape), layout))
   clear_memo(module)
 
 
@@ -290,7 +385,7 @@ def _flatten_with_keys(module: "BaseModule"):
 def _flatten_under_construction(module: "BaseModule"):
   d = _real_dict(module)
   layout = _layout_of(module, d)
-  return tuple(d[n] for n in layout.data), layout
+  return _children(d, layout.shape), layout
 
 
 # ----------------------------------------------------------------------------
@@ -316,7 +411,7 @@ def _wrap_init(init: Callable[..., None]) -> Callable[..., None]:
     finally:
       del d["_pax_constructing"]
     refresh(self)
-    check_no_shared_modules(self)
+    check_instance_fields(self)
 
   __init__._pax_wrapped = True
   return __init__
@@ -351,7 +446,7 @@ def _call_with_policy(module: "BaseModule", call: Callable[..., Any],
       continue  # Submodules keep their own policies.
     swapped[name] = (value, policy.cast_to_compute(value))
   d.update((n, c) for n, (_, c) in swapped.items())
-  _set_flat(module, (tuple(d[n] for n in layout.data), layout))
+  _set_flat(module, (_children(d, layout.shape), layout))
   _POLICY_CALLS.active.add(id(module))
   try:
     args, kwargs = policy.cast_to_compute((args, kwargs))
@@ -363,6 +458,24 @@ def _call_with_policy(module: "BaseModule", call: Callable[..., Any],
       d[name] = value if new is casted else policy.cast_to_param(new)
     refresh(module)
   return policy.cast_to_output(out)
+
+
+def _adopt_init(module: "BaseModule", name: str, value: Any) -> None:
+  """Sets a field from an `__init__` that pax has not wrapped yet.
+
+  A class decorator such as `@dataclasses.dataclass` adds `__init__` after
+  `__init_subclass__` ran: wrap it for later instances, and keep this
+  instance's flat form up to date field by field.
+  """
+  cls = type(module)
+  init = cls.__dict__.get("__init__")
+  if init is not None and not getattr(init, "_pax_wrapped", False):
+    cls.__init__ = _wrap_init(init)
+  d = _real_dict(module)
+  for key, default in BASE_FIELDS:
+    d.setdefault(key, default)
+  d[name] = value
+  refresh(module)
 
 
 def _wrap_call(call: Callable[..., Any]) -> Callable[..., Any]:
@@ -379,19 +492,36 @@ def _wrap_call(call: Callable[..., Any]) -> Callable[..., Any]:
   return __call__
 
 
-def _check_class_attributes(cls: type) -> None:
+def _class_attribute_error(cls: type) -> Optional[str]:
+  """Why instances of `cls` cannot be created, or None.
+
+  As in PAX, a class attribute holding arrays or modules is an error when an
+  instance is created (PAX programs may define such classes and never
+  instantiate them).
+  """
   for name, value in vars(cls).items():
     if name.startswith("__") or isinstance(
         value, (types.FunctionType, classmethod, staticmethod, property)):
       continue
     leaves = jax.tree_util.tree_leaves(value, is_leaf=is_module)
     if any(_is_data_leaf(leaf) for leaf in leaves):
-      raise TypeError(
+      return (
           f"Class attribute `{cls.__name__}.{name}` holds a JAX array or a "
           "module. Class attributes are shared by every instance and are not "
           "part of the module's pytree, so they would be neither trained nor "
           "traced.\nFix: assign it in `__init__`, e.g. "
           f"`self.{name} = ...`.")
+  return None
+
+
+def check_instance_fields(module: "BaseModule") -> None:
+  """PAX's construction checks: class attributes, shared modules/arrays."""
+  for klass in type(module).__mro__:
+    error = klass.__dict__.get("_pax_class_error")
+    if error:
+      raise ValueError(error)
+  check_no_shared_modules(module)
+  check_no_shared_arrays(module)
 
 
 def immutable_error(module: Any, action: str) -> ValueError:
@@ -427,7 +557,14 @@ class BaseModule(_Slots):
     cls._pax_custom_getattr = (
         cls.__getattr__ is not BaseModule.__getattr__ or
         cls.__getattribute__ is not object.__getattribute__)
-    _check_class_attributes(cls)
+    cls._pax_class_error = _class_attribute_error(cls)
+    if ("__slots__" in cls.__dict__ and
+        not cls.__module__.startswith("pax_haiku.")):
+      cls._pax_class_error = (
+          f"`{cls.__name__}` defines `__slots__`, which pax modules do not "
+          "support (as in PAX): fields must live in the instance `__dict__` "
+          f"to be part of the pytree.\nFix: remove `__slots__` from "
+          f"`{cls.__name__}`.")
     jax.tree_util.register_pytree_with_keys(
         cls, _flatten_with_keys, _unflatten,
         flatten_func=operator.attrgetter("_pax_flat"))
@@ -459,14 +596,20 @@ class BaseModule(_Slots):
 
   def __setattr__(self, name: str, value: Any) -> None:
     if not context.is_mutable(self):
+      try:
+        _get_flat(self)
+      except AttributeError:
+        # An `__init__` added after the class was created (`@dataclass`).
+        _adopt_init(self, name, value)
+        return
       raise immutable_error(self, f"set attribute `{name}`")
     d = fields(self)
-    is_data = classify(self, name, value)
+    is_data = classify(self, name, value) == DATA
     d[name] = value
     if "_pax_constructing" in d:
       return  # The layout is fixed at the end of `__init__`.
     children, layout = _get_flat(self)
-    if is_data and name in layout.data:
+    if is_data and name in layout.data and not layout.shape.mixed:
       children = tuple(d[n] for n in layout.data)
       _set_flat(self, (children, layout))
       clear_memo(self)
@@ -549,6 +692,28 @@ def check_no_shared_modules(tree: Any) -> List[BaseModule]:
           "from the parent's `__call__` instead of storing it twice.")
     seen[id(m)] = m
   return list(seen.values())
+
+
+def check_no_shared_arrays(tree: Any) -> None:
+  """Raises ValueError if one array object is held by two modules (PAX).
+
+  PAX forbids shared weights: each copy would be trained separately. One
+  module may hold an array twice (a library layer starting two buffers from
+  the same value).
+  """
+  owner: Dict[int, int] = {}
+  for module in iter_modules(tree):
+    for leaf in jax.tree_util.tree_leaves(_get_flat(module)[0],
+                                          is_leaf=is_module):
+      if isinstance(leaf, BaseModule):
+        continue
+      if owner.setdefault(id(leaf), id(module)) != id(module):
+        raise ValueError(
+            f"An array (shape {getattr(leaf, 'shape', None)}, dtype "
+            f"{getattr(leaf, 'dtype', None)}) is held by two modules of the "
+            "tree. Shared weights would be trained as two copies.\nFix: "
+            "give each module its own array (e.g. `w.copy()`), or call the "
+            "same module twice instead of sharing its weights.")
 
 
 def require_module(fn_name: str, module: Any) -> None:

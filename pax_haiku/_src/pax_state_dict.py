@@ -674,7 +674,7 @@ def state_dict(module: module_lib.Module) -> PaxStateDict:
   Returns:
     The state_dict; `load_state_dict` reads it back.
   """
-  module_base.require_module("pax_state_dict.state_dict", module)
+  module_base.require_module("state_dict", module)
   return _dump(module)
 
 
@@ -689,12 +689,17 @@ def _dump(module: Any) -> Any:
     return {attr: module.__dict__[attr]
             for attr in _own_leaves(module).values()}
   out = {}
-  for name in type(module)._pax_data_fields:  # pylint: disable=protected-access
+  for name in module_base.data_fields(module):
     value = getattr(module, name)
     out[_field_name(module, name)] = jax.tree_util.tree_map(
-        lambda x: _dump(x) if module_lib.is_module(x) else x, value,
-        is_leaf=module_lib.is_module)
+        _dump_leaf, value, is_leaf=module_lib.is_module)
   return out
+
+
+def _dump_leaf(x: Any) -> Any:
+  if module_lib.is_module(x):
+    return _dump(x)
+  return x if isinstance(x, _ARRAYS) else None  # PAX: other leaves are None.
 
 
 def load_state_dict(module: module_lib.Module,
@@ -724,7 +729,7 @@ def load_state_dict(module: module_lib.Module,
     ValueError: naming the entry's path, for a missing or unexpected entry
       or a shape that does not fit.
   """
-  module_base.require_module("pax_state_dict.load_state_dict", module)
+  module_base.require_module("load_state_dict", module)
   if not isinstance(state_dict, Mapping):
     raise TypeError(
         "load_state_dict expects a PAX state_dict (a dict), got "
@@ -749,7 +754,7 @@ def _load(module: Any, sd: Any, path: str) -> Any:
     raise ValueError(
         f"load_state_dict: {_show(path)} should be a dict for {module!r}, got "
         f"{type(sd).__name__}.")
-  fields = type(module)._pax_data_fields  # pylint: disable=protected-access
+  fields = module_base.data_fields(module)
   pax_names = {_field_name(module, n): n for n in fields}
   extra = [k for k in sd if k not in pax_names and
            flatten_state_dict({"x": sd[k]})]

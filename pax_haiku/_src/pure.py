@@ -115,6 +115,19 @@ def module_and_value(
   >>> net, y = pax.module_and_value(net)(x)
   >>> y.shape
   (32, 1)
+
+  It also decorates a method in a class body (as in PAX):
+
+  >>> class Counter(pax.Module):
+  ...     def __init__(self):
+  ...         super().__init__()
+  ...         self.c = jnp.array(0)
+  ...     @pax.module_and_value
+  ...     def step(self):
+  ...         self.c += 1
+  >>> counter, _ = Counter().step()
+  >>> int(counter.c)
+  1
   """
   if isinstance(module_or_method, types.MethodType) and isinstance(
       module_or_method.__self__, module_lib.Module):
@@ -124,10 +137,25 @@ def module_and_value(
     if not callable(module):
       raise TypeError(f"`{module!r}` defines no `__call__`.")
     func = type(module).__call__
+  elif isinstance(module_or_method, types.FunctionType):
+    # A method decorated in a class body: `module.step(...)` then returns
+    # `(module, value)` (the module comes as the first argument).
+    func = module_or_method
+
+    @functools.wraps(func)
+    def call_method(mod, *args, **kwargs):
+      if not isinstance(mod, module_lib.Module):
+        raise TypeError(
+            f"`{func.__name__}` (decorated with pax.module_and_value) expects "
+            f"a pax module as first argument, got {type(mod).__name__}.")
+      return mod, func(mod, *args, **kwargs)
+
+    return pure(call_method)
   else:
     raise TypeError(
         "pax.module_and_value expects a module or a bound method of a module "
-        f"(e.g. `net.step`), got {type(module_or_method).__name__}.")
+        "(e.g. `net.step`), or a function taking the module first, got "
+        f"{type(module_or_method).__name__}.")
 
   def call(mod, *args, **kwargs):
     return mod, func(mod, *args, **kwargs)
