@@ -164,6 +164,11 @@ class ResNet(haiku_bridge.HaikuModule):
                                             example)
     for arg in ("logits_config", "initial_conv_config", "bn_config"):
       kwargs[arg] = _config(arg, kwargs[arg])
+    for arg in ("logits_config", "initial_conv_config"):
+      for init in ("w_init", "b_init"):
+        if kwargs[arg] and init in kwargs[arg]:  # PAX's or Haiku's form.
+          kwargs[arg][init] = _checks.initializer(layer, f"{arg}[{init!r}]",
+                                                  kwargs[arg][init])
     kwargs["strides"] = tuple(kwargs["strides"])
     kwargs["resnet_v2"] = bool(kwargs["resnet_v2"])
     call = (_PaxPaddedCall if self.padding == "pax" else
