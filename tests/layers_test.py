@@ -29,6 +29,7 @@ import numpy as np
 import pax_haiku as pax
 
 RTOL = 1e-6
+KEY = jax.random.PRNGKey(0)
 
 
 def _x(*shape: int, seed: int = 0) -> jax.Array:
@@ -510,8 +511,8 @@ class ConstructorErrorTest(parameterized.TestCase):
       ("mha", lambda: pax.MultiHeadAttention(2, 2, w_init_scale=-1.0),
        ValueError, "w_init_scale"),
       ("dropout", lambda: pax.Dropout(1.0), ValueError, "dropout_rate"),
-      ("ema_int", lambda: pax.EMA(jnp.zeros(3, jnp.int32), 0.9), TypeError,
-       "float"),
+      ("ema_int", lambda: pax.EMA(jnp.zeros(3, jnp.int32), 0.9), ValueError,
+       "allow_int=True"),
       ("rng_seed", lambda: pax.RngSeq(seed="0"), TypeError, "seed"),
   )
   def test_bad_constructor_argument(self, make, error, pattern):
@@ -568,11 +569,206 @@ class LayerBehaviourTest(parameterized.TestCase):
     ema, avg = pax.purecall(ema, {"a": jnp.ones(2), "b": jnp.zeros(())})
     _assert_close(avg, {"a": jnp.ones(2), "b": jnp.zeros(())})
     ema, avg = pax.purecall(ema, {"a": jnp.zeros(2), "b": jnp.ones(())})
-    # Haiku's zero debiasing: (0.5 * 0.5 * 1 + 0.5 * 0) / (1 - 0.25).
-    _assert_close(avg["a"], jnp.full((2,), 0.25 / 0.75))
+    # PAX's debias (the first update replaces the initial value): the values
+    # real PAX 0.5.9 computes.
+    _assert_close(avg, {"a": jnp.full((2,), 0.5), "b": jnp.asarray(0.5)})
     _assert_close(ema.averages, avg)
     with self.assertRaisesRegex(ValueError, "structure"):
       pax.purecall(ema, jnp.zeros(2))
+    # Haiku's zero debiasing instead: (0.5 * 0.5 * 1 + 0.5 * 0) / (1 - 0.25).
+    ema = pax.EMA(init, 0.5, zero_debias=True)
+    ema, _ = pax.purecall(ema, {"a": jnp.ones(2), "b": jnp.zeros(())})
+    _, avg = pax.purecall(ema, {"a": jnp.zeros(2), "b": jnp.ones(())})
+    _assert_close(avg["a"], jnp.full((2,), 0.25 / 0.75))
+
+  def test_ema_debias_is_haiku_warmup(self):
+    ema = pax.EMA(_x(3, seed=3), 0.9, debias=True)
+    f = hk.transform_with_state(lambda x: hk.ExponentialMovingAverage(
+        0.9, zero_debias=False, warmup_length=1)(x))
+    state = ema.state
+    for seed in (1, 2, 3):
+      x = _x(3, seed=seed)
+      ema, avg = pax.purecall(ema, x)
+      ref, state = f.apply({}, state, None, x)
+      _assert_close(avg, ref, rtol=0)
+      _assert_close(ema.state, state, rtol=0)
+
+  def test_ema_pax_debias_attribute(self):
+    # PAX tests/test_utils.py::test_ema_debias / test_ema_bias (values of
+    # real PAX 0.5.9).
+    ema = pax.EMA(jnp.array(1.0), 0.9, True)
+    self.assertEqual(ema.debias.item(), 0.0)
+    self.assertEqual(ema.averages.item(), 1.0)
+    ema, _ = pax.purecall(ema, jnp.array(2.0))
+    self.assertEqual((ema.averages.item(), ema.debias.item()), (2.0, 1.0))
+    ema, _ = pax.purecall(ema, jnp.array(1.0))
+    np.testing.assert_allclose(ema.averages, 0.9 * 2.0 + 0.1 * 1.0, rtol=1e-6)
+    ema = pax.EMA(jnp.array(1.0), 0.9, False)
+    self.assertIsNone(ema.debias)
+    ema, _ = pax.purecall(ema, jnp.array(2.0))
+    np.testing.assert_allclose(ema.averages, 0.1 * 2.0 + 0.9 * 1.0, rtol=1e-6)
+
+  def test_ema_allow_int(self):
+    # PAX: integer/bool leaves need allow_int=True and follow the newest
+    # value (real PAX 0.5.9 gives these outputs).
+    init = (jnp.ones(3, jnp.int16), jnp.ones(3, jnp.float16), jnp.ones(2) == 0)
+    with self.assertRaisesRegex(ValueError, "allow_int=True"):
+      pax.EMA(init, 0.9)
+    ema = pax.EMA(init, 0.9, allow_int=True)
+    new = (jnp.full(3, 5, jnp.int16), jnp.zeros(3, jnp.float16),
+           jnp.ones(2) == 1)
+    ema, out = pax.purecall(ema, new)
+    self.assertEqual([o.dtype for o in out],
+                     [jnp.int16, jnp.float16, jnp.bool_])
+    np.testing.assert_array_equal(out[0], new[0])
+    np.testing.assert_array_equal(out[2], new[2])
+    np.testing.assert_allclose(out[1], 0.9, rtol=1e-3)
+    chex.assert_trees_all_equal(ema.averages, out)
+    chex.assert_trees_all_equal(ema.eval()(init), out)  # Eval: no update.
+    float_only = pax.EMA(jnp.zeros(3), 0.9)
+    with self.assertRaisesRegex(ValueError, "allow_int=True"):
+      pax.purecall(float_only, jnp.zeros(3, jnp.int32))
+
+  def test_dropout_rate_error_is_also_pax_assertion(self):
+    # PAX asserts `0 <= dropout_rate < 1`; PAX code catches AssertionError.
+    for rate in (1.0, -0.1):
+      with self.assertRaises(AssertionError):
+        pax.Dropout(rate)
+      with self.assertRaisesRegex(ValueError, "dropout_rate"):
+        pax.Dropout(rate)
+    drop = pax.Dropout(0.9)  # PAX's rate: the probability of dropping.
+    x = jnp.ones((1, 2, 50))
+    drop, y = pax.purecall(drop, x)
+    self.assertGreater(int(jnp.sum(y == 0)), 80)
+    self.assertEqual(float(jnp.max(y)), 10.0)
+
+  def test_rng_seq_pax_internals(self):
+    # PAX tests/test_utils.py::test_Rng_Seq: `_rng_key`, and the key
+    # advances in eval mode too.
+    seq = pax.RngSeq(seed=42)
+    self.assertEqual(seq._rng_key.tolist(), [0, 42])  # pylint: disable=protected-access
+    seq = seq.eval()
+    seq, k1 = pax.module_and_value(seq.next_rng_key)()
+    seq2, k2 = pax.module_and_value(seq.next_rng_key)()
+    self.assertNotEqual(k1.tolist(), k2.tolist())
+    self.assertNotEqual(seq._rng_key.tolist(), seq2._rng_key.tolist())  # pylint: disable=protected-access
+    self.assertFalse(seq2.training)
+    # An eval-mode key equals the training-mode one (same Haiku sequence).
+    _, k_train = pax.module_and_value(pax.RngSeq(seed=42).next_rng_key)()
+    _, k_eval = pax.module_and_value(
+        pax.RngSeq(seed=42).eval().next_rng_key)()
+    np.testing.assert_array_equal(k_train, k_eval)
+    with self.assertRaisesRegex(ValueError, "module_and_value"):
+      seq.next_rng_key()
+
+  @parameterized.named_parameters(("1d", pax.BatchNorm1D, (2, 5, 3), 3),
+                                  ("2d", pax.BatchNorm2D, (2, 4, 4, 3), 4))
+  def test_batch_norm_pax_ema_views(self, cls, shape, rank):
+    bn = cls(3, True, True, 0.9)
+    self.assertEqual(bn.ema_mean.averages.shape, (1,) * (rank - 1) + (3,))
+    self.assertEqual(bn.ema_var.decay_rate, 0.9)
+    x = _x(*shape)
+    bn, _ = pax.purecall(bn, x)
+    axes = tuple(range(rank - 1))
+    # One update of a zero-debiased average: exactly the batch statistics.
+    _assert_close(bn.ema_mean.averages, jnp.mean(x, axes, keepdims=True),
+                  atol=1e-6)
+    _assert_close(bn.ema_var.averages, jnp.var(x, axes, keepdims=True),
+                  atol=1e-5)
+    self.assertIs(bn.ema_mean.averages, bn.mean_ema_average)
+    self.assertEqual(int(bn.ema_var.counter), 1)
+    with self.assertRaises(AttributeError):
+      bn.ema_mean.averages = None  # A read-only view.
+
+
+def _pax_normal(key, shape, dtype=jnp.float32):
+  return jax.random.normal(key, shape, dtype) * 0.5
+
+
+def _pax_two_args(rng_key, shape):  # PAX's own call: `init(key, shape)`.
+  return jax.random.uniform(rng_key, shape)
+
+
+def _via_haiku(pax_init, pass_dtype):
+  """The Haiku initializer equivalent to a PAX-form `init(key, shape, ...)`."""
+  def init(shape, dtype):
+    args = (dtype,) if pass_dtype else ()
+    return jnp.asarray(pax_init(hk.next_rng_key(), tuple(shape), *args), dtype)
+  return init
+
+
+class InitializerFormTest(parameterized.TestCase):
+  """Initializers in PAX's `init(rng_key, shape, dtype)` or Haiku's form."""
+
+  @parameterized.named_parameters(
+      ("jax_normal", jax.nn.initializers.normal(), True),
+      ("jax_uniform", jax.nn.initializers.uniform(), True),
+      ("pax_function", _pax_normal, True),
+      ("pax_two_args", _pax_two_args, False),
+      ("pax_lambda", lambda key, shape, dtype: jax.random.normal(key, shape),
+       True),
+      ("three_required", lambda a, b, c: jax.random.normal(a, b, c), True),
+  )
+  def test_pax_form_equals_haiku_wrapping(self, init, pass_dtype):
+    x = _x(2, 5)
+    fc = pax.Linear(5, 7, w_init=init, b_init=init, rng_key=KEY)
+    ref = hk.transform(lambda x: hk.Linear(
+        7, w_init=_via_haiku(init, pass_dtype),
+        b_init=_via_haiku(init, pass_dtype))(x)).init(KEY, x)
+    _assert_close(fc.params, ref, rtol=0)
+    _assert_close(fc(x), x @ fc.weight + fc.bias)
+    self.assertFalse(bool(jnp.all(fc.bias == 0)))
+
+  @parameterized.named_parameters(
+      ("hk_object", hk.initializers.RandomNormal(0.5)),
+      ("hk_constant", hk.initializers.Constant(0.5)),
+      ("shape_dtype_lambda", lambda shape, dtype: jnp.full(shape, 2.0, dtype)),
+      ("short_names", lambda s, d: jnp.ones(s, d)),
+      ("jnp_ones", jnp.ones),
+  )
+  def test_haiku_form_is_passed_through(self, init):
+    x = _x(2, 5)
+    fc = pax.Linear(5, 7, w_init=init, b_init=init, rng_key=KEY)
+    ref = hk.transform(lambda x: hk.Linear(7, w_init=init, b_init=init)(x)
+                       ).init(KEY, x)
+    _assert_close(fc.params, ref, rtol=0)
+
+  @parameterized.named_parameters(
+      ("conv2d", lambda i: pax.Conv2D(3, 4, 3, w_init=i, b_init=i)),
+      ("conv1d_transpose",
+       lambda i: pax.Conv1DTranspose(3, 4, 3, w_init=i, b_init=i)),
+      ("layer_norm",
+       lambda i: pax.LayerNorm(3, -1, True, True, scale_init=i,
+                               offset_init=i)),
+      ("group_norm", lambda i: pax.GroupNorm(2, 4, scale_init=i,
+                                             offset_init=i)),
+      ("batch_norm", lambda i: pax.BatchNorm2D(3, scale_init=i,
+                                               offset_init=i)),
+      ("embed", lambda i: pax.Embed(10, 4, w_init=i)),
+      ("gru", lambda i: pax.GRU(3, 4, w_i_init=i, w_h_init=i, b_init=i)),
+      ("mha", lambda i: pax.MultiHeadAttention(2, 2, w_init=i, b_init=i)),
+      ("mlp", lambda i: pax.nets.MLP(3, [4], w_init=i, b_init=i)),
+  )
+  def test_every_layer_accepts_pax_form(self, make):
+    layer = make(jax.nn.initializers.constant(0.25))
+    for leaf in jax.tree_util.tree_leaves(layer.params):
+      np.testing.assert_array_equal(leaf, 0.25)
+
+  @parameterized.named_parameters(
+      ("one_arg", lambda shape: jnp.ones(shape), "neither"),
+      ("key_only", lambda rng_key: rng_key, "neither"),
+      ("four_args", lambda a, b, c, d: a, "neither"),
+      ("not_callable", 0.5, "initializer function"),
+  )
+  def test_neither_form_is_a_clear_error(self, init, pattern):
+    with self.assertRaisesRegex(TypeError, pattern):
+      pax.Linear(5, 7, b_init=init)
+
+  def test_same_initializer_shares_treedef(self):
+    init = jax.nn.initializers.normal()
+    self.assertEqual(
+        jax.tree_util.tree_structure(pax.Linear(3, 4, b_init=init)),
+        jax.tree_util.tree_structure(pax.Linear(3, 4, b_init=init)))
 
   def test_mha_accepts_w_init(self):
     mha = pax.MultiHeadAttention(

@@ -3,6 +3,7 @@
 from absl.testing import absltest
 from absl.testing import parameterized
 import functools
+import inspect
 
 import chex
 import haiku as hk
@@ -90,7 +91,8 @@ class ResNetTest(parameterized.TestCase):
         {"xla_backend_optimization_level": 0})
     params, state = init(KEY, x)
     # The pax net's structure, without paying for its own initialization.
-    net = jax.eval_shape(lambda: pax.nets.ResNet18(3, 10))
+    net = jax.eval_shape(lambda: pax.nets.ResNet18(
+        3, 10, data_format="NHWC", padding="SAME"))
     net = net.update_parameters(params).update_state(state)
     _assert_same((net.params, net.state), (params, state), rtol=0)
 
@@ -106,11 +108,26 @@ class ResNetTest(parameterized.TestCase):
       ("resnet50", pax.nets.ResNet50, hk.nets.ResNet50),
   )
   def test_deeper_resnets_have_haiku_structure(self, pax_cls, hk_cls):
-    net = jax.eval_shape(lambda: pax_cls(3, 10))
+    net = jax.eval_shape(lambda: pax_cls(3, 10))  # PAX's NCHW default.
     init = functools.partial(_hk_resnet(hk_cls).init, is_training=True)
     params, state = jax.eval_shape(init, KEY, jnp.zeros((1, 32, 32, 3)))
     chex.assert_trees_all_equal_shapes_and_dtypes(net.params, params)
     chex.assert_trees_all_equal_shapes_and_dtypes(net.state, state)
+
+  def test_presets_take_pax_nchw_images_by_default(self):
+    # PAX: `pax.nets.ResNet18(3, 1)` on NCHW images, PAX's padding.
+    params = list(inspect.signature(pax.nets.ResNet18).parameters)
+    self.assertEqual(params[:4], ["input_channels", "num_classes",
+                                  "logits_config", "initial_conv_config"])
+    net = jax.eval_shape(lambda: pax.nets.ResNet18(3, 1))
+    self.assertEqual((net.data_format, net.padding), ("NCHW", "pax"))
+    y = jax.eval_shape(pax.pure(lambda n, x: n(x)), net,
+                       jnp.zeros((1, 3, 18, 18)))
+    self.assertEqual(y.shape, (1, 1))
+    with self.assertRaisesRegex(ValueError, r"\(N, 3, H, W\)"):
+      jax.eval_shape(lambda n: n.eval()(jnp.zeros((1, 18, 18, 3))), net)
+    generic = jax.eval_shape(lambda: pax.nets.ResNet(3, 1))  # Haiku's.
+    self.assertEqual((generic.data_format, generic.padding), ("NHWC", "SAME"))
 
   def test_small_resnet_built_eagerly_equals_haiku(self):
     x = _x(1, 32, 32, 3)  # The sample shape: eager ops compiled at init.

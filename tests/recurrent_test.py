@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import pax_haiku as pax
+from pax_haiku._src.nn.recurrent import GRUState
+from pax_haiku._src.nn.recurrent import VanillaRNNState
 
 CORES = (
     ("vanilla_rnn", pax.VanillaRNN, hk.VanillaRNN),
@@ -25,6 +27,13 @@ def _xs(*shape):
 def _scan(core, state, xs, **kwargs):
   """`pax.scan` of one step `core(state, x) -> (state, h)`."""
   return pax.scan(lambda s, x: core(s, x), state, xs, **kwargs)
+
+
+def _hk_state(state):
+  """Haiku's state inside PAX's named tuple (GRU/VanillaRNN: the array)."""
+  if isinstance(state, (GRUState, VanillaRNNState)):
+    return state.hidden
+  return state
 
 
 def _haiku_unroll(hk_core, params, xs, state=None):
@@ -45,8 +54,12 @@ class RecurrentTest(parameterized.TestCase):
     state, hs = _scan(core, core.initial_state(B), xs)
     ref_hs, ref_state = _haiku_unroll(hk_core, core.params, xs)
     chex.assert_trees_all_close(hs, ref_hs, rtol=1e-6, atol=1e-6)
-    chex.assert_trees_all_close(state, ref_state, rtol=1e-6, atol=1e-6)
-    chex.assert_trees_all_equal_structs(state, ref_state)
+    chex.assert_trees_all_close(_hk_state(state), ref_state, rtol=1e-6,
+                                atol=1e-6)
+    chex.assert_trees_all_equal_structs(_hk_state(state), ref_state)
+    # Haiku's bare state works too (GRU/VanillaRNN: the hidden array).
+    raw_state, raw_hs = _scan(core, _hk_state(core.initial_state(B)), xs)
+    chex.assert_trees_all_equal((raw_state, raw_hs), (ref_state, hs))
 
   @parameterized.named_parameters(*CORES)
   def test_batch_major_scan_and_jit(self, pax_core, hk_core):
@@ -63,7 +76,8 @@ class RecurrentTest(parameterized.TestCase):
                                       jnp.swapaxes(xs, 0, 1))
     chex.assert_trees_all_close(hs, jnp.swapaxes(ref_hs, 0, 1), rtol=1e-6,
                                 atol=1e-6)
-    chex.assert_trees_all_close(state, ref_state, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(_hk_state(state), ref_state, rtol=1e-6,
+                                atol=1e-6)
 
   @parameterized.named_parameters(*CORES)
   def test_initial_state_is_haiku_initial_state(self, pax_core, hk_core):
@@ -71,8 +85,24 @@ class RecurrentTest(parameterized.TestCase):
     for batch in (None, 3):
       ref = hk.transform(lambda b: hk_core(H).initial_state(b)).apply(
           {}, None, batch)
-      chex.assert_trees_all_equal(core.initial_state(batch), ref)
-      chex.assert_trees_all_equal_structs(core.initial_state(batch), ref)
+      chex.assert_trees_all_equal(_hk_state(core.initial_state(batch)), ref)
+      chex.assert_trees_all_equal_structs(
+          _hk_state(core.initial_state(batch)), ref)
+
+  @parameterized.named_parameters(
+      ("vanilla_rnn", pax.VanillaRNN, VanillaRNNState),
+      ("gru", pax.GRU, GRUState),
+  )
+  def test_state_is_pax_named_tuple(self, pax_core, state_type):
+    # PAX: `state.hidden` of `GRUState(hidden)` / `VanillaRNNState(hidden)`.
+    core = pax_core(I, H)
+    state = core.initial_state(B)
+    self.assertIs(type(state), state_type)
+    self.assertEqual(state._fields, ("hidden",))
+    self.assertEqual(state.hidden.shape, (B, H))
+    new_state, h = core(state, _xs(B, I))
+    self.assertIs(type(new_state), state_type)
+    np.testing.assert_array_equal(h, new_state.hidden)
 
   def test_lstm_state_is_haiku_lstm_state(self):
     lstm = pax.LSTM(I, H)
@@ -104,7 +134,7 @@ class RecurrentTest(parameterized.TestCase):
     gru = pax.GRU(I, H)
     state, h = gru(gru.initial_state(None), _xs(I))
     self.assertEqual(h.shape, (H,))
-    self.assertEqual(state.shape, (H,))
+    self.assertEqual(state.hidden.shape, (H,))
 
   @parameterized.named_parameters(
       ("swapped_arguments", lambda c: c(_xs(B, I), c.initial_state(B)),

@@ -58,6 +58,8 @@ class MLP(haiku_bridge.HaikuModule):
     if not callable(activation):
       raise TypeError(f"pax.nets.MLP: activation must be callable, got "
                       f"{activation!r}.")
+    w_init, b_init = _checks.initializers("nets.MLP", w_init=w_init,
+                                          b_init=b_init)
     fn = haiku_bridge.HaikuModuleCall(
         hk.nets.MLP, self.output_sizes, w_init=w_init, b_init=b_init,
         with_bias=bool(with_bias), activation=activation,

@@ -164,6 +164,11 @@ class ResNet(haiku_bridge.HaikuModule):
                                             example)
     for arg in ("logits_config", "initial_conv_config", "bn_config"):
       kwargs[arg] = _config(arg, kwargs[arg])
+    for arg in ("logits_config", "initial_conv_config"):
+      for init in ("w_init", "b_init"):
+        if kwargs[arg] and init in kwargs[arg]:  # PAX's or Haiku's form.
+          kwargs[arg][init] = _checks.initializer(layer, f"{arg}[{init!r}]",
+                                                  kwargs[arg][init])
     kwargs["strides"] = tuple(kwargs["strides"])
     kwargs["resnet_v2"] = bool(kwargs["resnet_v2"])
     call = (_PaxPaddedCall if self.padding == "pax" else
@@ -208,7 +213,7 @@ def _preset(depth: int, hk_class: type) -> type:
                bn_config: Optional[Mapping[str, Any]] = None,
                resnet_v2: bool = False,
                strides: Sequence[int] = (1, 2, 2, 2),
-               data_format: str = "NHWC", padding: str = "SAME",
+               data_format: str = "NCHW", padding: str = "pax",
                rng_key: Optional[jax.Array] = None,
                name: Optional[str] = None):
     super(ResNet, self).__init__(name=name)  # pylint: disable=bad-super-call
@@ -221,13 +226,19 @@ def _preset(depth: int, hk_class: type) -> type:
   if depth == 18:
     example = """>>> net = jax.eval_shape(lambda: pax.nets.ResNet18(3, 10))  # Shapes.
   >>> net.params["res_net18/~/logits"]["w"].shape
-  (512, 10)"""
+  (512, 10)
+  >>> jax.eval_shape(lambda n, x: n.eval()(x), net, jnp.ones((2, 3, 32, 32)))
+  ShapeDtypeStruct(shape=(2, 10), dtype=float32)"""
   else:  # Tracing the deeper nets takes seconds; see ResNet18's example.
     example = f""">>> issubclass(pax.nets.ResNet{depth}, pax.nets.ResNet)
   True"""
-  doc = f"""ResNet{depth} (`hk.nets.ResNet{depth}`) for NHWC images.
+  doc = f"""ResNet{depth} (`hk.nets.ResNet{depth}`) with PAX's defaults.
 
-  Parameters are Haiku's `res_net{depth}/~/...`.
+  Parameters are Haiku's `res_net{depth}/~/...`. As in PAX, the presets take
+  NCHW images and pad like PAX (`data_format="NCHW", padding="pax"`); pass
+  `data_format="NHWC", padding="SAME"` for exactly `hk.nets.ResNet{depth}`
+  (same parameters either way). The generic `pax.nets.ResNet` defaults to
+  Haiku's NHWC/'SAME'.
 
   {example}
 
@@ -239,8 +250,8 @@ def _preset(depth: int, hk_class: type) -> type:
     bn_config: keyword arguments of the `hk.BatchNorm`s (decay_rate, eps...).
     resnet_v2: use ResNet v2 (pre-activation) blocks.
     strides: stride of each group.
-    data_format: 'NHWC' (default) or 'NCHW' (PAX's input layout).
-    padding: 'SAME' (default, Haiku's) or 'pax' (PAX's explicit padding).
+    data_format: 'NCHW' (default, PAX's input layout) or 'NHWC' (Haiku's).
+    padding: 'pax' (default, PAX's explicit padding) or 'SAME' (Haiku's).
     rng_key: key for initialization (default: `pax.next_rng_key()`).
     name: Haiku module name (default `res_net{depth}`).
   """

@@ -78,6 +78,8 @@ class MultiHeadAttention(haiku_bridge.HaikuModule):
       raise ValueError(
           "pax.MultiHeadAttention: pass either w_init or w_init_scale, not "
           "both.")
+    w_init, b_init = _checks.initializers(
+        "MultiHeadAttention", w_init=w_init, b_init=b_init)
     if w_init is None:
       scale = 1.0 if w_init_scale is None else w_init_scale
       if isinstance(scale, bool) or not isinstance(scale, (int, float)) or (

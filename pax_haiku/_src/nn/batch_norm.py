@@ -8,6 +8,7 @@ updates the moving averages, so it must run inside `pax.purecall`/`pax.pure`;
 after `.eval()` it normalizes with the moving averages and changes nothing.
 """
 
+import dataclasses
 from typing import Any, Callable, Dict, Optional
 
 import haiku as hk
@@ -17,6 +18,29 @@ import jax.numpy as jnp
 from pax_haiku._src import haiku_bridge
 from pax_haiku._src import haiku_naming
 from pax_haiku._src.nn import _checks
+
+
+@dataclasses.dataclass(frozen=True)
+class EMAView:
+  """A read-only view of one of `hk.BatchNorm`'s moving averages.
+
+  PAX's BatchNorm holds its statistics in `pax.EMA` submodules
+  (`bn.ema_mean.averages`, `bn.ema_var.averages`); here they are Haiku's
+  state `mean_ema` / `var_ema`, shown through this view. Haiku's averages
+  are zero-debiased (`average = hidden / (1 - decay_rate ** counter)`), PAX's
+  replace the initial value by the first batch's statistics; the two agree
+  after the first update and differ slightly after the following ones.
+
+  Attributes:
+    averages: the debiased moving average (shape of `scale`).
+    hidden: Haiku's raw (biased) accumulator.
+    counter: number of updates so far.
+    decay_rate: the decay.
+  """
+  averages: Any
+  hidden: Any
+  counter: Any
+  decay_rate: float
 
 
 class _BatchNorm(haiku_bridge.HaikuModule):
@@ -49,7 +73,7 @@ class _BatchNorm(haiku_bridge.HaikuModule):
                                       self._formats)
     if isinstance(decay_rate, bool) or not isinstance(
         decay_rate, (int, float)) or not 0.0 <= decay_rate <= 1.0:
-      raise ValueError(
+      raise _checks.PaxArgumentError(
           f"pax.{layer}: decay_rate must be a float in [0, 1], got "
           f"{decay_rate!r}.\nFix: e.g. decay_rate=0.9.")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
@@ -64,6 +88,8 @@ class _BatchNorm(haiku_bridge.HaikuModule):
     self.decay_rate = float(decay_rate)
     self.eps = float(eps)
     channels_last = self.data_format.endswith("C")
+    scale_init, offset_init = _checks.initializers(
+        layer, scale_init=scale_init, offset_init=offset_init)
     fn = haiku_bridge.HaikuModuleCall(
         hk.BatchNorm, self.create_scale, self.create_offset, self.decay_rate,
         eps=self.eps, scale_init=scale_init, offset_init=offset_init,
@@ -80,6 +106,21 @@ class _BatchNorm(haiku_bridge.HaikuModule):
     if role == haiku_naming.STATE:
       return f"{bundle.rsplit('/', 1)[-1]}_{name}"
     return name
+
+  def _ema_view(self, which: str) -> EMAView:
+    d = self.__dict__
+    return EMAView(d[f"{which}_average"], d[f"{which}_hidden"],
+                   d[f"{which}_counter"], self.decay_rate)
+
+  @property
+  def ema_mean(self) -> EMAView:
+    """PAX's `bn.ema_mean` (read-only): `.averages` is the moving mean."""
+    return self._ema_view("mean_ema")
+
+  @property
+  def ema_var(self) -> EMAView:
+    """PAX's `bn.ema_var` (read-only): `.averages` is the moving variance."""
+    return self._ema_view("var_ema")
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """Normalizes `x` (batch statistics in training mode, averages in eval)."""

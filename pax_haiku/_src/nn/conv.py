@@ -122,6 +122,7 @@ class _Conv(_ConvBase):
           f"pax.{layer}: in_features ({in_features}) and out_features "
           f"({out_features}) must both be divisible by feature_group_count "
           f"({feature_group_count}).")
+    w_init, b_init = _checks.initializers(layer, w_init=w_init, b_init=b_init)
     fn = haiku_bridge.HaikuModuleCall(
         self._hk_class, out_features, self.kernel_shape, stride=self.stride,
         rate=self.rate, padding=self.padding, with_bias=self.with_bias,
@@ -166,6 +167,7 @@ class _ConvTranspose(_ConvBase):
       data_format = self._default_format
     self.data_format = _checks.one_of(layer, "data_format", data_format,
                                       _FORMATS[n])
+    w_init, b_init = _checks.initializers(layer, w_init=w_init, b_init=b_init)
     fn = haiku_bridge.HaikuModuleCall(
         self._hk_class, out_features, self.kernel_shape, stride=self.stride,
         padding=self.padding, with_bias=self.with_bias, w_init=w_init,

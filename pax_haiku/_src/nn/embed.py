@@ -45,6 +45,7 @@ class Embed(haiku_bridge.HaikuModule):
                                           example)
     _checks.one_of("Embed", "lookup_style", lookup_style,
                    ("ARRAY_INDEX", "ONE_HOT"))
+    w_init, = _checks.initializers("Embed", w_init=w_init)
     fn = haiku_bridge.HaikuModuleCall(hk.Embed, vocab_size, embed_dim,
                                       w_init=w_init, lookup_style=lookup_style,
                                       name=name)

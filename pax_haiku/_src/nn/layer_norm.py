@@ -84,6 +84,8 @@ class LayerNorm(haiku_bridge.HaikuModule):
     self.num_channels = _checks.positive_int(
         "LayerNorm", "num_channels", num_channels, "pax.LayerNorm(512)")
     self.axis = _normalize_axis("LayerNorm", axis)
+    scale_init, offset_init = _checks.initializers(
+        type(self).__name__, scale_init=scale_init, offset_init=offset_init)
     _check_inits("LayerNorm", create_scale, create_offset, scale_init,
                  offset_init)
     self.create_scale = bool(create_scale)
@@ -174,6 +176,8 @@ class GroupNorm(haiku_bridge.HaikuModule):
     self.axis = _normalize_axis("GroupNorm", axis)
     self.data_format = _checks.one_of("GroupNorm", "data_format", data_format,
                                       _GROUP_FORMATS)
+    scale_init, offset_init = _checks.initializers(
+        type(self).__name__, scale_init=scale_init, offset_init=offset_init)
     _check_inits("GroupNorm", create_scale, create_offset, scale_init,
                  offset_init)
     self.create_scale = bool(create_scale)

@@ -48,6 +48,8 @@ class Linear(haiku_bridge.HaikuModule):
     self.in_dim = in_dim
     self.out_dim = out_dim
     self.with_bias = with_bias
+    w_init, b_init = _checks.initializers("Linear", w_init=w_init,
+                                          b_init=b_init)
     fn = haiku_bridge.HaikuModuleCall(hk.Linear, out_dim, with_bias=with_bias,
                                       w_init=w_init, b_init=b_init, name=name)
     self._init_haiku(fn, (jnp.zeros((1, in_dim)),), {}, rng_key)

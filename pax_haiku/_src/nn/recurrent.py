@@ -2,13 +2,15 @@
 
 PAX's call convention: `core(state, x) -> (state, h)`, one time step, so a
 sequence is `pax.scan(core, core.initial_state(batch_size), xs)`. The state
-is the Haiku core's state (`hk.LSTMState(hidden, cell)` for LSTM, the hidden
-array for VanillaRNN and GRU) and `initial_state(batch_size)` is the Haiku
-core's `initial_state`, so a pax core and `hk.dynamic_unroll` of the Haiku
-core agree exactly for the same parameters.
+is PAX's named tuple (`LSTMState(hidden, cell)` -- Haiku's `hk.LSTMState` --,
+`GRUState(hidden)`, `VanillaRNNState(hidden)`) holding the Haiku core's
+state, and `initial_state(batch_size)` is the Haiku core's `initial_state`,
+so a pax core and `hk.dynamic_unroll` of the Haiku core agree exactly for the
+same parameters. GRU and VanillaRNN also take Haiku's bare hidden array as
+the state (and then return one), so Haiku-style loops work unchanged.
 """
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import haiku as hk
 import jax
@@ -18,6 +20,16 @@ from pax_haiku._src import haiku_bridge
 from pax_haiku._src.nn import _checks
 
 LSTMState = hk.LSTMState
+
+
+class GRUState(NamedTuple):
+  """The state of `pax.GRU` (PAX's): the hidden array."""
+  hidden: jax.Array
+
+
+class VanillaRNNState(NamedTuple):
+  """The state of `pax.VanillaRNN` (PAX's): the hidden array."""
+  hidden: jax.Array
 
 
 class _StepCall(haiku_bridge.HaikuModuleCall):
@@ -37,6 +49,9 @@ class RNN(haiku_bridge.HaikuModule):
   """Base class of the Haiku-backed recurrent cores."""
 
   _hk_class: Any = None
+  # PAX's named tuple around Haiku's bare hidden-array state (None: LSTM,
+  # whose Haiku state is already a named tuple).
+  _state_type: Any = None
 
   input_dim: int
   hidden_dim: int
@@ -64,13 +79,15 @@ class RNN(haiku_bridge.HaikuModule):
       batch_size: the batch size, or None for an unbatched state.
 
     Returns:
-      The state (an `hk.LSTMState` for LSTM, an array otherwise).
+      The state: `LSTMState` (LSTM), `GRUState` (GRU) or `VanillaRNNState`.
     """
     if batch_size is not None:
       _checks.positive_int(type(self).__name__, "batch_size", batch_size,
                            "core.initial_state(32)")
     transformed = haiku_bridge._transformed(self._initial)  # pylint: disable=protected-access
     state, _ = transformed.apply({}, {}, None, batch_size)
+    if self._state_type is not None:
+      return self._state_type(state)
     return state
 
   def __call__(self, state: Any, x: jax.Array) -> Tuple[Any, jax.Array]:
@@ -81,6 +98,10 @@ class RNN(haiku_bridge.HaikuModule):
           self, f"(batch, {self.input_dim})", x,
           "call `core(state, x)` with x of size input_dim on its last axis "
           "(the state comes first, as in PAX).")
+    wrapped = self._state_type is not None and isinstance(
+        state, self._state_type)
+    if wrapped:
+      state = state.hidden
     hidden = state.hidden if isinstance(state, LSTMState) else state
     if jnp.shape(hidden)[-1:] != (self.hidden_dim,) or (
         jnp.shape(hidden)[:-1] != shape[:-1]):
@@ -90,7 +111,10 @@ class RNN(haiku_bridge.HaikuModule):
           f"{tuple(shape[:-1]) + (self.hidden_dim,)} for x of shape "
           f"{tuple(shape)}.\nFix: start from "
           "`core.initial_state(batch_size)` and call `core(state, x)`.")
-    return super().__call__(state, x)
+    state, h = super().__call__(state, x)
+    if wrapped:
+      state = self._state_type(state)
+    return state, h
 
   def _repr_info(self) -> Dict[str, Any]:
     return {"input_dim": self.input_dim, "hidden_dim": self.hidden_dim}
@@ -140,6 +164,7 @@ class VanillaRNN(RNN):
   """
 
   _hk_class = hk.VanillaRNN
+  _state_type = VanillaRNNState
 
   def __init__(self, input_dim: int, hidden_dim: int, *,
                double_bias: bool = True,
@@ -196,10 +221,12 @@ class LSTM(RNN):
 
 
 class GRU(RNN):
-  """A gated recurrent unit core (`hk.GRU`); the state is the hidden array.
+  """A gated recurrent unit core (`hk.GRU`); the state is a `GRUState`.
 
   >>> gru = pax.GRU(3, 4)
   >>> state, h = gru(gru.initial_state(2), jnp.ones((2, 3)))
+  >>> type(state).__name__, state.hidden.shape
+  ('GRUState', (2, 4))
   >>> h.shape, sorted(gru.params["gru"])
   ((2, 4), ['b', 'w_h', 'w_i'])
 
@@ -214,6 +241,7 @@ class GRU(RNN):
   """
 
   _hk_class = hk.GRU
+  _state_type = GRUState
 
   def __init__(self, input_dim: int, hidden_dim: int,
                w_i_init: Optional[Callable[..., Any]] = None,
@@ -222,6 +250,8 @@ class GRU(RNN):
                rng_key: Optional[jax.Array] = None,
                name: Optional[str] = None):
     super().__init__(name=name)
+    w_i_init, w_h_init, b_init = _checks.initializers(
+        "GRU", w_i_init=w_i_init, w_h_init=w_h_init, b_init=b_init)
     self._build(input_dim, hidden_dim, rng_key, name, w_i_init=w_i_init,
                 w_h_init=w_h_init, b_init=b_init)
 

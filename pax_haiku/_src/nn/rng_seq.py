@@ -72,11 +72,17 @@ class RngSeq(haiku_bridge.HaikuModule):
     self._init_haiku(_NextKeys(), (1,), {}, rng_key)
     setattr(self, haiku_bridge.RNG_NAME, rng_key)  # The sequence's own key.
 
+  @property
+  def _rng_key(self) -> jax.Array:
+    """PAX's name of the held key (read-only; the field is `rng_key`)."""
+    return self.__dict__[haiku_bridge.RNG_NAME]
+
   def next_rng_key(self, num_keys: int = 1
                    ) -> Union[jax.Array, List[jax.Array]]:
     """Returns a new key (`num_keys == 1`) or a list of `num_keys` keys.
 
-    Advances the held key, so it runs inside `pax.pure`/`pax.purecall`.
+    Advances the held key (in eval mode too, as in PAX), so it runs inside
+    `pax.pure`/`pax.purecall`.
 
     Args:
       num_keys: how many keys.
@@ -86,7 +92,20 @@ class RngSeq(haiku_bridge.HaikuModule):
     """
     _checks.positive_int("RngSeq", "num_keys", num_keys,
                          "seq.next_rng_key(2)")
-    return super().__call__(num_keys)
+    if self.training:
+      return super().__call__(num_keys)
+    # PAX advances the key in eval mode too (a sequence never repeats), where
+    # the bridge keeps calls pure: advance it here as a training call would.
+    if not context.is_mutable(self):
+      raise ValueError(
+          f"`{self!r}.next_rng_key()` advances its key, but the module is "
+          "immutable here.\nFix: `seq, key = pax.module_and_value("
+          "seq.next_rng_key)()` (or call it inside a `pax.pure` function).")
+    next_key, rng = jax.random.split(self.__dict__[haiku_bridge.RNG_NAME])
+    transformed = haiku_bridge._transformed(self._haiku_spec.fn)  # pylint: disable=protected-access
+    keys, _ = transformed.apply({}, {}, rng, num_keys)
+    setattr(self, haiku_bridge.RNG_NAME, next_key)
+    return keys
 
   def __call__(self, num_keys: int = 1) -> Union[jax.Array, List[jax.Array]]:
     """Same as `next_rng_key`."""
