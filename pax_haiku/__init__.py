@@ -26,7 +26,7 @@ from pax_haiku._src.functional import enable_eval_mode
 from pax_haiku._src.functional import enable_train_mode
 from pax_haiku._src.functional import freeze_parameters
 from pax_haiku._src.module import Module
-from pax_haiku._src.module_base import EmptyNode
+from pax_haiku._src.module_layout import EmptyNode
 from pax_haiku._src.utility_modules import ParameterModule
 from pax_haiku._src.utility_modules import StateModule
 from pax_haiku._src.module_base import module_class
@@ -54,7 +54,9 @@ from pax_haiku._src.nn.pool import avg_pool
 from pax_haiku._src.nn.pool import max_pool
 from pax_haiku._src.nn.recurrent import GRU
 from pax_haiku._src.nn.recurrent import LSTM
+from pax_haiku._src.nn.recurrent import GRUState
 from pax_haiku._src.nn.recurrent import LSTMState
+from pax_haiku._src.nn.recurrent import VanillaRNNState
 from pax_haiku._src.nn.recurrent import VanillaRNN
 from pax_haiku._src.nn.rng_seq import RngSeq
 from pax_haiku._src.nn.sequential import Sequential
@@ -112,6 +114,8 @@ __all__ = (
     "load_haiku",
     "LSTM",
     "LSTMState",
+    "GRUState",
+    "VanillaRNNState",
     "max_pool",
     "Module",
     "module_and_value",

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 import pax_haiku as pax
-from pax_haiku._src import module_base
+from pax_haiku._src import module_layout
 import module_zoo  # tests/module_zoo.py, beside this file
 
 
@@ -161,14 +161,14 @@ class IdentityTest(parameterized.TestCase):
         for n in names:
           setattr(self, n, jnp.zeros(1))
 
-    before = len(module_base._SHAPES)  # pylint: disable=protected-access
+    before = len(module_layout._SHAPES)  # pylint: disable=protected-access
     modules = [Temporary([f"a{i}"]) for i in range(200)]
     self.assertGreaterEqual(
-        len(module_base._SHAPES) - before, 200)  # pylint: disable=protected-access
+        len(module_layout._SHAPES) - before, 200)  # pylint: disable=protected-access
     del modules
     gc.collect()
     self.assertLessEqual(
-        len(module_base._SHAPES) - before, 5)  # pylint: disable=protected-access
+        len(module_layout._SHAPES) - before, 5)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":

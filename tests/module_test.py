@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pax_haiku as pax
-from pax_haiku._src import module_base
+from pax_haiku._src import module_layout
 
 
 def relu(x):  # Picklable by reference (jax.nn.relu is not).
@@ -203,14 +203,14 @@ class ModuleTest(parameterized.TestCase):
     # The cache is a slot, not an attribute: not in replace, pickle, copies
     # or equality.
     replaced = pax.Linear(1, 1).replace(bias=jnp.ones(1))
-    self.assertIsNone(module_base.get_memo(replaced))
+    self.assertIsNone(module_layout.get_memo(replaced))
     linear = pax.Linear(2, 2)
     self.assertIs(linear.parameters(), linear)
-    self.assertIsNotNone(module_base.get_memo(linear))
+    self.assertIsNotNone(module_layout.get_memo(linear))
     self.assertNotIn("_pax_memo", vars(linear))
     for other in (pickle.loads(pickle.dumps(linear)), copy.deepcopy(linear),
                   linear.copy()):
-      self.assertIsNone(module_base.get_memo(other))
+      self.assertIsNone(module_layout.get_memo(other))
       pax.assert_structure_equal(other, linear)
 
   def test_update_parameters_mismatch_names_path(self):

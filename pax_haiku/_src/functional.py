@@ -7,6 +7,7 @@ import jax
 from pax_haiku._src import context
 from pax_haiku._src import haiku_naming as naming
 from pax_haiku._src import module_base as base
+from pax_haiku._src import module_layout
 
 T = TypeVar("T", bound=base.BaseModule)
 
@@ -19,13 +20,13 @@ def structure(module: base.BaseModule) -> Tuple[Any, Any, Optional[List[Any]]]:
   a frozen, all-trainable model then costs a slot read instead of a flatten
   and a treedef hash.
   """
-  memo = base.get_memo(module)
+  memo = module_layout.get_memo(module)
   if memo is not None:
     return memo[0], memo[1], None
   leaves, treedef = jax.tree_util.tree_flatten(module)
   info = naming.tree_info(treedef, leaves)
   if context.nothing_mutable():
-    base.set_memo(module, (treedef, info))
+    module_layout.set_memo(module, (treedef, info))
   return treedef, info, leaves
 
 
@@ -101,18 +102,18 @@ def map_modules(module: T, fn: Any) -> T:
 
   leaves, treedef = jax.tree_util.tree_flatten(module)
   copy = treedef.unflatten(leaves)
-  layout = base.flat(copy)[1]
-  d = base.fields(copy)
-  new = {name: jax.tree_util.tree_map(rec, d[name], is_leaf=base.is_module)
+  layout = module_layout.flat(copy)[1]
+  d = module_layout.fields(copy)
+  new = {name: jax.tree_util.tree_map(rec, d[name], is_leaf=module_layout.is_module)
          for name in layout.data}
   if new:
-    base.set_fields(copy, **new)
+    module_layout.set_fields(copy, **new)
   return fn(copy)
 
 
 def _set_field_everywhere(module: T, field: str, value: Any) -> T:
   def fn(m):
-    base.set_fields(m, **{field: value})
+    module_layout.set_fields(m, **{field: value})
     return m
   return map_modules(module, fn)
 

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from pax_haiku._src import haiku_compat
-from pax_haiku._src import module_base as base
+from pax_haiku._src import module_layout
 
 PARAMS = "params"
 STATE = "state"
@@ -40,7 +40,7 @@ class TreeInfo(NamedTuple):
 
 _CACHE: "collections.OrderedDict[Any, TreeInfo]" = collections.OrderedDict()
 
-_is_module = base.is_module
+_is_module = module_layout.is_module
 
 _CACHE_SIZE = 512
 
@@ -90,7 +90,7 @@ def _walk(module: Any, path: str, specs: List[Optional[LeafSpec]],
   own_trainable = trainable_ok and not frozen
   sub_trainable = own_trainable and cls._pax_param_submodules
   scope = _Scope()
-  children, layout = base.flat(module)
+  children, layout = module_layout.flat(module)
   for field, value in zip(layout.data, children):
     flat, _ = jax.tree_util.tree_flatten_with_path(value, is_leaf=_is_module)
     for keypath, leaf in flat:
@@ -242,8 +242,8 @@ def _static_difference(a: Any, b: Any, path: str) -> Optional[str]:
     if type(a) is not type(b):
       return (f"`{path or '(root)'}` is a {type(a).__name__} in the first "
               f"tree and a {type(b).__name__} in the second")
-    a_fields = base.field_values(a)
-    b_fields = base.field_values(b)
+    a_fields = module_layout.field_values(a)
+    b_fields = module_layout.field_values(b)
     for name in list(a_fields) + [n for n in b_fields if n not in a_fields]:
       if name not in a_fields or name not in b_fields:
         which = "second" if name not in a_fields else "first"

@@ -36,6 +36,7 @@ from pax_haiku._src import haiku_compat
 from pax_haiku._src import haiku_naming
 from pax_haiku._src import module as module_lib
 from pax_haiku._src import module_base
+from pax_haiku._src import module_layout
 
 T = TypeVar("T", bound=module_lib.Module)
 Policy = Union[jmp.Policy, str]
@@ -148,7 +149,7 @@ def get_mp_policy(module: module_lib.Module) -> Optional[jmp.Policy]:
   spec = getattr(module, "_haiku_spec", None)
   if spec is not None and isinstance(spec.fn, MixedPrecisionFn):
     return spec.fn.policy
-  return module_base.fields(module).get(module_base.MP_POLICY)
+  return module_layout.fields(module).get(module_base.MP_POLICY)
 
 
 def _apply(module: T, policy: jmp.Policy,
@@ -165,7 +166,7 @@ def _apply(module: T, policy: jmp.Policy,
   # `pax.Module` runs `__call__` under this field's policy (module_base);
   # other methods (and modules without `__call__`) run as they are (PAX).
   module = module.copy()
-  module_base.set_fields(module, **{module_base.MP_POLICY: policy})
+  module_layout.set_fields(module, **{module_base.MP_POLICY: policy})
   return module
 
 
@@ -225,8 +226,8 @@ def unwrap_mp_policy(module: T, *, recursive: bool = False) -> T:
   if spec is not None and isinstance(spec.fn, MixedPrecisionFn):
     return module.replace(_haiku_spec=dataclasses.replace(spec, fn=spec.fn.fn))
   module = module.copy()
-  del module_base.fields(module)[module_base.MP_POLICY]
-  module_base.refresh(module)
+  del module_layout.fields(module)[module_base.MP_POLICY]
+  module_layout.refresh(module)
   return module
 
 

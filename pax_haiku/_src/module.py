@@ -15,16 +15,17 @@ from pax_haiku._src import context
 from pax_haiku._src import functional
 from pax_haiku._src import haiku_naming as naming
 from pax_haiku._src import module_base as base
+from pax_haiku._src import module_layout
 from pax_haiku._src import summary as summary_lib
 
 T = TypeVar("T", bound="Module")
 
 # Re-exported: the functions below are also `Module` methods.
-is_module = base.is_module
+is_module = module_layout.is_module
 iter_modules = base.iter_modules
 check_no_shared_modules = base.check_no_shared_modules
 module_class = base.module_class
-field_values = base.field_values
+field_values = module_layout.field_values
 
 
 def parameters_method(*trainable_attributes: str,
@@ -172,8 +173,8 @@ class Module(base.BaseModule):
     module = self.copy()
     with context.allow_mutation([module]):
       for name, value in kwargs.items():
-        if name not in base.fields(module):
-          public = [k for k in base.fields(module) if not k.startswith("_")]
+        if name not in module_layout.fields(module):
+          public = [k for k in module_layout.fields(module) if not k.startswith("_")]
           raise ValueError(
               f"`{type(module).__name__}` has no attribute `{name}`; "
               f"replace only changes existing attributes "
@@ -232,7 +233,7 @@ class Module(base.BaseModule):
     >>> pax.Linear(2, 2).pytree_attributes
     ('bias', 'weight')
     """
-    return base.data_fields(self)
+    return module_layout.data_fields(self)
 
   @property
   def _pax_mp_policy(self) -> Any:
@@ -292,12 +293,12 @@ class Module(base.BaseModule):
                       f"{type(func).__name__}.")
     copy = self.copy()
     new = {}
-    for name in base.data_fields(copy):
+    for name in module_layout.data_fields(copy):
       new[name] = jax.tree_util.tree_map(
           lambda x: x.apply(func) if isinstance(x, Module) else x,
-          base.fields(copy)[name], is_leaf=base.is_module)
+          module_layout.fields(copy)[name], is_leaf=module_layout.is_module)
     if new:
-      base.set_fields(copy, **new)
+      module_layout.set_fields(copy, **new)
     return copy
 
   def state_dict(self) -> Dict[str, Any]:

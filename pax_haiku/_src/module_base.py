@@ -1,24 +1,9 @@
-"""How a pax module is a JAX pytree node.
+"""`BaseModule`: how a pax module is built, changed, compared and copied.
 
 Every `pax.Module` subclass is registered with JAX once, when the class is
-created; an instance is always of exactly its own class. A module's
-attributes are split into *data fields* (arrays, submodules, containers of
-them: the node's children) and *static fields* (everything else). Both live
-in the instance's `__dict__`, and the module also keeps its flattened form,
-`(children, layout)`, in a slot:
-
-- flattening reads that slot with a C `operator.attrgetter`, so JAX's C++
-  pytree code runs no Python for a module node;
-- the `Layout` (class, data field names, static values) is the node's aux
-  data, so jit's caches tell apart modules whose static values differ and
-  reuse one entry for modules that only differ in array values;
-- unflattening creates the object and stores `(children, layout)`; its
-  `__dict__` is filled from them on first attribute access. A pytree
-  round trip (every jitted call) then costs what JAX charges for
-  dataclass nodes.
-
-Nothing is registered or cached per static value: a `Layout` lives as long
-as the modules and treedefs holding it.
+created (see `module_layout` for its pytree node); an instance is always of
+exactly its own class. A module's constructor runs with mutation allowed
+and fixes its layout at the end; afterwards only `pax.pure` may change it.
 """
 
 import dataclasses
@@ -33,359 +18,7 @@ import jax
 import numpy as np
 
 from pax_haiku._src import context
-
-ARRAY_TYPES = (jax.Array, np.ndarray)
-# Fields every module has; `pax.Module.__init__` takes the first two.
-BASE_FIELDS = (("_training", True), ("_name", None), ("_frozen", False))
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Shape:
-  """What modules of one class with the same attribute names share.
-
-  Interned (see `_shape`), so layouts compare shapes by identity.
-
-  Attributes:
-    cls: the module's class.
-    data: names of the data fields, in attribute order (the node's children).
-    static: names of the static fields, in attribute order.
-    mixed: the data fields whose values also hold non-array leaves (PAX's
-      "mixed" attributes, e.g. `[pax.Linear(2, 2), jax.nn.relu]`); their
-      child holds those leaves wrapped in `ValueNode`s.
-    order: every field name in attribute order (of the first module of this
-      shape), mapped to None; `__dict__` is filled from it first so that it
-      keeps that order.
-    eager: fill `__dict__` when unflattening, not on first access: the class
-      has an attribute named like a field (which attribute lookup would find
-      before asking for the field) or its own `__getattr__`.
-  """
-  cls: type
-  data: Tuple[str, ...]
-  static: Tuple[str, ...]
-  mixed: Tuple[str, ...]
-  order: Dict[str, None] = dataclasses.field(repr=False)
-  eager: bool = dataclasses.field(repr=False)
-
-  def __reduce__(self):
-    # Copies and unpickled treedefs must find the interned shape, since
-    # layouts compare shapes by identity.
-    return _shape, (self.cls, self.data, self.static, tuple(self.order))
-
-
-_SHAPES: "weakref.WeakValueDictionary[Any, Shape]" = (
-    weakref.WeakValueDictionary())
-
-
-def _shape(cls: type, data: Tuple[str, ...], static: Tuple[str, ...],
-           mixed: Tuple[str, ...], order: Tuple[str, ...]) -> Shape:
-  # Not keyed by `order`: modules whose data and static names agree share a
-  # treedef however their attributes interleave (a lazily built module and
-  # an eagerly built one, say); `__dict__` then takes the first one's order.
-  key = (cls, data, static, mixed)
-  shape = _SHAPES.get(key)
-  if shape is None:
-    eager = cls._pax_custom_getattr or any(hasattr(cls, n) for n in order)
-    shape = Shape(cls, data, static, mixed, dict.fromkeys(order), eager)
-    _SHAPES[key] = shape
-  return shape
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Layout:
-  """The aux data of a module node: what its treedef knows about it.
-
-  Two layouts are equal when they have the same shape and their static
-  values are equal and of the same types (so `1`, `1.0` and `True` differ).
-  JAX compares the layouts of a call's arguments with those of cached calls
-  (an identical object is equal without a call). The comparison is written
-  out rather than generated: it must accept unhashable static values and
-  tell apart equal values of different types, and layouts are created for
-  every module, so they hold only a shape and a tuple.
-
-  Attributes:
-    shape: the class and field names.
-    values: the static values, in the order of `shape.static`.
-  """
-  __slots__ = ("shape", "values")
-  shape: Shape
-  values: Tuple[Any, ...]
-
-  @property
-  def data(self) -> Tuple[str, ...]:
-    return self.shape.data
-
-  def __eq__(self, other: Any) -> bool:
-    if self is other:
-      return True
-    if type(other) is not Layout or self.shape is not other.shape:
-      return False
-    return all(type(a) is type(b) and (a is b or bool(a == b))
-               for a, b in zip(self.values, other.values))
-
-  def __hash__(self) -> int:
-    return hash(self.shape)
-
-  def __reduce__(self):
-    return Layout, (self.shape, self.values)
-
-
-def is_module(x: Any) -> bool:
-  return isinstance(x, BaseModule)
-
-
-class EmptyNode:
-  """Marks an uninitialized or deleted pytree node (PAX's `EmptyNode`).
-
-  A pytree node without leaves: an attribute holding it is pytree data, so
-  assigning an array later keeps the attribute's place in the tree.
-
-  >>> class Att(pax.Module):
-  ...     def __init__(self):
-  ...         super().__init__()
-  ...         self.hidden = pax.EmptyNode()
-  >>> att = Att()
-  >>> att.pytree_attributes, att.hidden == pax.EmptyNode()
-  (('hidden',), True)
-  """
-  __slots__ = ()
-
-  def __eq__(self, other: Any) -> bool:
-    return isinstance(other, EmptyNode)
-
-  def __hash__(self) -> int:
-    return hash(EmptyNode)
-
-  def __repr__(self) -> str:
-    return "EmptyNode"
-
-
-jax.tree_util.register_pytree_node(
-    EmptyNode, lambda node: ((), None), lambda aux, children: EmptyNode())
-
-
-def _is_data_leaf(x: Any) -> bool:
-  return isinstance(x, (BaseModule, EmptyNode) + ARRAY_TYPES)
-
-
-def _is_module_or_empty(x: Any) -> bool:
-  return isinstance(x, (BaseModule, EmptyNode))
-
-
-STATIC, DATA, MIXED = 0, 1, 2
-
-
-def classify(owner: Any, name: str, value: Any) -> int:
-  """`DATA` if `value` is pytree data (arrays/modules), `STATIC` if it holds
-  none, `MIXED` if it holds both (as PAX, e.g. `[pax.Linear(2, 2), 0]`)."""
-  del owner, name
-  if isinstance(value, (BaseModule, EmptyNode) + ARRAY_TYPES):
-    return DATA
-  if value is None or isinstance(value, (str, int, float, bool, complex)):
-    return STATIC
-  leaves = jax.tree_util.tree_leaves(value, is_leaf=_is_module_or_empty)
-  if not leaves:
-    return STATIC
-  data = [_is_data_leaf(leaf) for leaf in leaves]
-  if all(data):
-    return DATA
-  if not any(data):
-    return STATIC
-  return MIXED
-
-
-class ValueNode:
-  """A pytree node without children holding a non-array leaf of a mixed
-  attribute (its value is part of the treedef, like a static field)."""
-  __slots__ = ("value",)
-
-  def __init__(self, value: Any):
-    self.value = value
-
-  def __eq__(self, other: Any) -> bool:
-    if type(other) is not ValueNode:
-      return False
-    a, b = self.value, other.value
-    if a is b:
-      return True
-    try:
-      return type(a) is type(b) and bool(a == b)
-    except Exception:  # pylint: disable=broad-except
-      return False
-
-  def __hash__(self) -> int:
-    return hash(type(self.value))
-
-  def __repr__(self) -> str:
-    return f"ValueNode({self.value!r})"
-
-
-jax.tree_util.register_pytree_node(
-    ValueNode, lambda node: ((), node), lambda node, _: node)
-
-
-def _is_leaf_or_value(x: Any) -> bool:
-  return isinstance(x, (BaseModule, ValueNode))
-
-
-def _wrap_mixed(value: Any) -> Any:
-  return jax.tree_util.tree_map(
-      lambda x: x if _is_data_leaf(x) else ValueNode(x), value,
-      is_leaf=_is_module_or_empty)
-
-
-def _unwrap_mixed(value: Any) -> Any:
-  return jax.tree_util.tree_map(
-      lambda x: x.value if type(x) is ValueNode else x, value,
-      is_leaf=_is_leaf_or_value)
-
-
-def _children(d: Dict[str, Any], shape: "Shape") -> Tuple[Any, ...]:
-  if not shape.mixed:
-    return tuple(d[n] for n in shape.data)
-  mixed = shape.mixed
-  return tuple(_wrap_mixed(d[n]) if n in mixed else d[n] for n in shape.data)
-
-
-# ----------------------------------------------------------------------------
-# The flattened form and the instance dict.
-# ----------------------------------------------------------------------------
-
-
-class _Slots:
-  """Holds the slots of every module (see `BaseModule`)."""
-  __slots__ = ("__dict__", "__weakref__", "_pax_flat", "_pax_memo")
-
-
-_real_dict = _Slots.__dict__["__dict__"].__get__
-_get_flat = _Slots.__dict__["_pax_flat"].__get__
-_set_flat = _Slots.__dict__["_pax_flat"].__set__
-_get_memo = _Slots.__dict__["_pax_memo"].__get__
-_set_memo = _Slots.__dict__["_pax_memo"].__set__
-_del_memo = _Slots.__dict__["_pax_memo"].__delete__
-
-
-def _fill(d: Dict[str, Any], flat: Tuple[Tuple[Any, ...], Layout]) -> None:
-  children, layout = flat
-  shape = layout.shape
-  d.update(shape.order)
-  d.update(zip(shape.static, layout.values))
-  d.update(zip(shape.data, children))
-  if shape.mixed:
-    for name in shape.mixed:
-      d[name] = _unwrap_mixed(d[name])
-
-
-def fields(module: "BaseModule") -> Dict[str, Any]:
-  """The module's instance dict, filled: every field by name (do not keep)."""
-  d = _real_dict(module)
-  if not d:
-    try:
-      _fill(d, _get_flat(module))
-    except AttributeError:
-      pass  # Not constructed yet.
-  return d
-
-
-def field_values(module: "BaseModule") -> Dict[str, Any]:
-  """A copy of all fields of a module (data and static), in order."""
-  return dict(fields(module))
-
-
-def flat(module: "BaseModule") -> Tuple[Tuple[Any, ...], Layout]:
-  """`(children, layout)`: the data field values and the layout."""
-  return _get_flat(module)
-
-
-def data_fields(module: "BaseModule") -> Tuple[str, ...]:
-  """Names of the data fields (pytree children), in attribute order."""
-  return _get_flat(module)[1].data
-
-
-def _layout_of(module: "BaseModule", d: Dict[str, Any]) -> Layout:
-  data, static, values, mixed = [], [], [], []
-  for name, value in d.items():
-    if name == "_pax_constructing":
-      continue
-    kind = classify(module, name, value)
-    if kind == STATIC:
-      static.append(name)
-      values.append(value)
-    else:
-      data.append(name)
-      if kind == MIXED:
-        mixed.append(name)
-  order = tuple(n for n in d if n != "_pax_constructing")
-  shape = _shape(type(module), tuple(data), tuple(static), tuple(mixed), order)
-  try:
-    old = _get_flat(module)[1]
-  except AttributeError:
-    old = None
-  if (old is not None and old.shape is shape and
-      all(a is b for a, b in zip(old.values, values))):
-    return old  # Keeps jit's cache lookups on the identity fast path.
-  return Layout(shape, tuple(values))
-
-
-def refresh(module: "BaseModule") -> None:
-  """Recomputes the flattened form after the instance dict changed."""
-  d = fields(module)
-  layout = _layout_of(module, d)
-  _set_flat(module, (_children(d, layout.shape), layout))
-  clear_memo(module)
-
-
-def set_fields(module: "BaseModule", **values: Any) -> None:
-  """Sets fields of a module being built or copied by the library."""
-  fields(module).update(values)
-  refresh(module)
-
-
-def get_memo(module: "BaseModule") -> Any:
-  try:
-    return _get_memo(module)
-  except AttributeError:
-    return None
-
-
-def set_memo(module: "BaseModule", value: Any) -> None:
-  _set_memo(module, value)
-
-
-def clear_memo(module: "BaseModule") -> None:
-  try:
-    _del_memo(module)
-  except AttributeError:
-    pass
-
-
-def rebuild(cls: type, values: Dict[str, Any]) -> "BaseModule":
-  """A module of class `cls` with these fields (no `__init__`); unpickling."""
-  obj = cls.__new__(cls)
-  _real_dict(obj).update(values)
-  refresh(obj)
-  return obj
-
-
-def _unflatten(layout: Layout, children: Tuple[Any, ...]) -> "BaseModule":
-  cls = layout.shape.cls
-  obj = cls.__new__(cls)
-  flat_form = (children, layout)
-  _set_flat(obj, flat_form)
-  if layout.shape.eager:
-    _fill(_real_dict(obj), flat_form)
-  return obj
-
-
-def _flatten_with_keys(module: "BaseModule"):
-  children, layout = _get_flat(module)
-  keys = map(jax.tree_util.GetAttrKey, layout.data)
-  return tuple(zip(keys, children)), layout
-
-
-def _flatten_under_construction(module: "BaseModule"):
-  d = _real_dict(module)
-  layout = _layout_of(module, d)
-  return _children(d, layout.shape), layout
+from pax_haiku._src import module_layout as layout_lib
 
 
 # ----------------------------------------------------------------------------
@@ -398,11 +31,11 @@ def _wrap_init(init: Callable[..., None]) -> Callable[..., None]:
 
   @functools.wraps(init)
   def __init__(self, *args, **kwargs):
-    d = _real_dict(self)
+    d = layout_lib.real_dict(self)
     if "_pax_constructing" in d:  # A nested super().__init__ call.
       init(self, *args, **kwargs)
       return
-    for key, default in BASE_FIELDS:
+    for key, default in layout_lib.BASE_FIELDS:
       d.setdefault(key, default)
     d["_pax_constructing"] = True
     try:
@@ -410,7 +43,7 @@ def _wrap_init(init: Callable[..., None]) -> Callable[..., None]:
         init(self, *args, **kwargs)
     finally:
       del d["_pax_constructing"]
-    refresh(self)
+    layout_lib.refresh(self)
     check_instance_fields(self)
 
   __init__._pax_wrapped = True
@@ -436,17 +69,17 @@ _POLICY_CALLS = _PolicyCalls()
 def _call_with_policy(module: "BaseModule", call: Callable[..., Any],
                       policy: Any, args: Any, kwargs: Any) -> Any:
   """PAX's mixed precision call: own arrays and inputs in compute dtype."""
-  d = fields(module)
-  children, layout = _get_flat(module)
+  d = layout_lib.fields(module)
+  children, layout = layout_lib.get_flat(module)
   swapped = {}
   for name in layout.data:
     value = d[name]
     if any(isinstance(l, BaseModule) for l in jax.tree_util.tree_leaves(
-        value, is_leaf=is_module)):
+        value, is_leaf=layout_lib.is_module)):
       continue  # Submodules keep their own policies.
     swapped[name] = (value, policy.cast_to_compute(value))
   d.update((n, c) for n, (_, c) in swapped.items())
-  _set_flat(module, (_children(d, layout.shape), layout))
+  layout_lib.set_flat(module, (layout_lib.children_of(d, layout.shape), layout))
   _POLICY_CALLS.active.add(id(module))
   try:
     args, kwargs = policy.cast_to_compute((args, kwargs))
@@ -456,7 +89,7 @@ def _call_with_policy(module: "BaseModule", call: Callable[..., Any],
     for name, (value, casted) in swapped.items():
       new = d.get(name, casted)
       d[name] = value if new is casted else policy.cast_to_param(new)
-    refresh(module)
+    layout_lib.refresh(module)
   return policy.cast_to_output(out)
 
 
@@ -471,11 +104,11 @@ def _adopt_init(module: "BaseModule", name: str, value: Any) -> None:
   init = cls.__dict__.get("__init__")
   if init is not None and not getattr(init, "_pax_wrapped", False):
     cls.__init__ = _wrap_init(init)
-  d = _real_dict(module)
-  for key, default in BASE_FIELDS:
+  d = layout_lib.real_dict(module)
+  for key, default in layout_lib.BASE_FIELDS:
     d.setdefault(key, default)
   d[name] = value
-  refresh(module)
+  layout_lib.refresh(module)
 
 
 def _wrap_call(call: Callable[..., Any]) -> Callable[..., Any]:
@@ -483,7 +116,7 @@ def _wrap_call(call: Callable[..., Any]) -> Callable[..., Any]:
 
   @functools.wraps(call)
   def __call__(self, *args, **kwargs):
-    policy = fields(self).get(MP_POLICY)
+    policy = layout_lib.fields(self).get(MP_POLICY)
     if policy is None or id(self) in _POLICY_CALLS.active:
       return call(self, *args, **kwargs)
     return _call_with_policy(self, call, policy, args, kwargs)
@@ -503,8 +136,8 @@ def _class_attribute_error(cls: type) -> Optional[str]:
     if name.startswith("__") or isinstance(
         value, (types.FunctionType, classmethod, staticmethod, property)):
       continue
-    leaves = jax.tree_util.tree_leaves(value, is_leaf=is_module)
-    if any(_is_data_leaf(leaf) for leaf in leaves):
+    leaves = jax.tree_util.tree_leaves(value, is_leaf=layout_lib.is_module)
+    if any(layout_lib.is_data_leaf(leaf) for leaf in leaves):
       return (
           f"Class attribute `{cls.__name__}.{name}` holds a JAX array or a "
           "module. Class attributes are shared by every instance and are not "
@@ -535,7 +168,7 @@ def immutable_error(module: Any, action: str) -> ValueError:
       "or use `model, y = pax.purecall(model, x)`.")
 
 
-class BaseModule(_Slots):
+class BaseModule(layout_lib.ModuleSlots):
   """The pytree side of `pax.Module`: fields, immutability, identity.
 
   Subclass `pax.Module`, not this class.
@@ -566,7 +199,7 @@ class BaseModule(_Slots):
           f"to be part of the pytree.\nFix: remove `__slots__` from "
           f"`{cls.__name__}`.")
     jax.tree_util.register_pytree_with_keys(
-        cls, _flatten_with_keys, _unflatten,
+        cls, layout_lib.flatten_with_keys, layout_lib.unflatten,
         flatten_func=operator.attrgetter("_pax_flat"))
 
   def __init__(self, *, training: bool = True, name: Optional[str] = None):
@@ -575,17 +208,17 @@ class BaseModule(_Slots):
 
   @property
   def __dict__(self) -> Dict[str, Any]:  # pylint: disable=invalid-name
-    return fields(self)
+    return layout_lib.fields(self)
 
   def __getattr__(self, name: str) -> Any:
     # Only reached when normal lookup fails: on a module built by
     # unflattening, the first access fills `__dict__` from the flat form.
     if name == "_pax_flat":  # A pytree flatten while `__init__` runs.
-      return _flatten_under_construction(self)
-    d = _real_dict(self)
+      return layout_lib.flatten_under_construction(self)
+    d = layout_lib.real_dict(self)
     if not d and not name.startswith("__"):
       try:
-        _fill(d, _get_flat(self))
+        layout_lib.fill(d, layout_lib.get_flat(self))
       except AttributeError:
         pass
       else:
@@ -597,37 +230,37 @@ class BaseModule(_Slots):
   def __setattr__(self, name: str, value: Any) -> None:
     if not context.is_mutable(self):
       try:
-        _get_flat(self)
+        layout_lib.get_flat(self)
       except AttributeError:
         # An `__init__` added after the class was created (`@dataclass`).
         _adopt_init(self, name, value)
         return
       raise immutable_error(self, f"set attribute `{name}`")
-    d = fields(self)
-    is_data = classify(self, name, value) == DATA
+    d = layout_lib.fields(self)
+    is_data = layout_lib.classify(self, name, value) == layout_lib.DATA
     d[name] = value
     if "_pax_constructing" in d:
       return  # The layout is fixed at the end of `__init__`.
-    children, layout = _get_flat(self)
+    children, layout = layout_lib.get_flat(self)
     if is_data and name in layout.data and not layout.shape.mixed:
       children = tuple(d[n] for n in layout.data)
-      _set_flat(self, (children, layout))
-      clear_memo(self)
+      layout_lib.set_flat(self, (children, layout))
+      layout_lib.clear_memo(self)
     else:
-      refresh(self)
+      layout_lib.refresh(self)
 
   def __delattr__(self, name: str) -> None:
     if not context.is_mutable(self):
       raise immutable_error(self, f"delete attribute `{name}`")
-    d = fields(self)
+    d = layout_lib.fields(self)
     if name not in d:
       raise AttributeError(name)
     del d[name]
     if "_pax_constructing" not in d:
-      refresh(self)
+      layout_lib.refresh(self)
 
   def __reduce__(self):
-    return rebuild, (type(self), field_values(self))
+    return layout_lib.rebuild, (type(self), layout_lib.field_values(self))
 
   def __eq__(self, other: Any) -> bool:
     if self is other:
@@ -668,16 +301,16 @@ def module_class(module: BaseModule) -> type:
 
 def iter_modules(tree: Any) -> Iterator[BaseModule]:
   """Yields every module reachable in `tree` (depth-first, parents first)."""
-  for leaf in jax.tree_util.tree_leaves(tree, is_leaf=is_module):
+  for leaf in jax.tree_util.tree_leaves(tree, is_leaf=layout_lib.is_module):
     if isinstance(leaf, BaseModule):
       yield leaf
-      yield from iter_modules(_get_flat(leaf)[0])
+      yield from iter_modules(layout_lib.get_flat(leaf)[0])
 
 
 def submodules(module: BaseModule) -> List[BaseModule]:
   """The direct submodules, in attribute order."""
   return [m for m in jax.tree_util.tree_leaves(
-      _get_flat(module)[0], is_leaf=is_module) if isinstance(m, BaseModule)]
+      layout_lib.get_flat(module)[0], is_leaf=layout_lib.is_module) if isinstance(m, BaseModule)]
 
 
 def check_no_shared_modules(tree: Any) -> List[BaseModule]:
@@ -703,8 +336,8 @@ def check_no_shared_arrays(tree: Any) -> None:
   """
   owner: Dict[int, int] = {}
   for module in iter_modules(tree):
-    for leaf in jax.tree_util.tree_leaves(_get_flat(module)[0],
-                                          is_leaf=is_module):
+    for leaf in jax.tree_util.tree_leaves(layout_lib.get_flat(module)[0],
+                                          is_leaf=layout_lib.is_module):
       if isinstance(leaf, BaseModule):
         continue
       if owner.setdefault(id(leaf), id(module)) != id(module):

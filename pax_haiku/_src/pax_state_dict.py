@@ -66,6 +66,7 @@ import numpy as np
 from pax_haiku._src import haiku_bridge
 from pax_haiku._src import module as module_lib
 from pax_haiku._src import module_base
+from pax_haiku._src import module_layout
 from pax_haiku._src.nets import mlp as mlp_lib
 from pax_haiku._src.nets import resnet as resnet_lib
 from pax_haiku._src.nets import transformer as transformer_lib
@@ -689,7 +690,7 @@ def _dump(module: Any) -> Any:
     return {attr: module.__dict__[attr]
             for attr in _own_leaves(module).values()}
   out = {}
-  for name in module_base.data_fields(module):
+  for name in module_layout.data_fields(module):
     value = getattr(module, name)
     out[_field_name(module, name)] = jax.tree_util.tree_map(
         _dump_leaf, value, is_leaf=module_lib.is_module)
@@ -754,7 +755,7 @@ def _load(module: Any, sd: Any, path: str) -> Any:
     raise ValueError(
         f"load_state_dict: {_show(path)} should be a dict for {module!r}, got "
         f"{type(sd).__name__}.")
-  fields = module_base.data_fields(module)
+  fields = module_layout.data_fields(module)
   pax_names = {_field_name(module, n): n for n in fields}
   extra = [k for k in sd if k not in pax_names and
            flatten_state_dict({"x": sd[k]})]

@@ -7,6 +7,7 @@ import numpy as np
 
 from pax_haiku._src import functional
 from pax_haiku._src import module_base as base
+from pax_haiku._src import module_layout
 
 
 def _count(tree: Any) -> int:
@@ -15,10 +16,10 @@ def _count(tree: Any) -> int:
 
 def _own_leaves(module: base.BaseModule) -> List[Tuple[str, Any]]:
   out = []
-  children, layout = base.flat(module)
+  children, layout = module_layout.flat(module)
   for name, child in zip(layout.data, children):
     for path, leaf in jax.tree_util.tree_flatten_with_path(
-        child, is_leaf=base.is_module)[0]:
+        child, is_leaf=module_layout.is_module)[0]:
       if not isinstance(leaf, base.BaseModule):
         out.append((name + jax.tree_util.keystr(path), leaf))
   return out

@@ -1,7 +1,7 @@
 """JAX's floor for flattening a module tree: the same nodes, no pax code.
 
 A pax module is one pytree node per module, flattened by a C attribute getter
-with its `Layout` as aux data (see `pax_haiku/_src/module_base.py`).
+with its `Layout` as aux data (see `pax_haiku/_src/module_layout.py`).
 `bare_mirror(model)` rebuilds the model's tree with bare dataclass nodes that
 hold the same data fields (`types.SimpleNamespace` subclasses with
 SimpleNamespace's C `__init__` and one meta field standing for the layout):
@@ -18,7 +18,6 @@ in its treedef for jit's caches to tell modules apart, so this second floor
 only shows what that aux data costs.
 
 >>> import pax_haiku as pax
-from pax_haiku._src import module_base
 >>> net = pax.Sequential(pax.Linear(2, 3), jax.nn.relu, pax.Linear(3, 1))
 >>> bare = bare_mirror(net)
 >>> len(jax.tree_util.tree_leaves(bare)) == len(jax.tree_util.tree_leaves(net))
@@ -36,7 +35,7 @@ from typing import Any, Dict, Tuple
 import jax
 
 import pax_haiku as pax
-from pax_haiku._src import module_base
+from pax_haiku._src import module_layout
 
 _CLASSES: Dict[Tuple[str, Tuple[str, ...], bool], type] = {}
 
@@ -67,7 +66,7 @@ def bare_class(name: str, data_fields: Tuple[str, ...],
 
 
 def _mirror_module(module: pax.Module, layout_field: bool) -> Any:
-  fields = module_base.data_fields(module)
+  fields = module_layout.data_fields(module)
   cls = bare_class(module.__class__.__name__, fields, layout_field)
   return cls(**{f: bare_mirror(getattr(module, f), layout_field)
                 for f in fields})

@@ -51,6 +51,27 @@ class Sequential(module_lib.Module):
         raise
     return x
 
+  @property
+  def modules(self) -> tuple:
+    """The layers (PAX's name for them).
+
+    >>> pax.Sequential(pax.Linear(2, 2)).modules == (pax.Sequential(
+    ...     pax.Linear(2, 2)).layers)
+    False
+    >>> len(pax.Sequential(pax.Linear(2, 2), jax.nn.relu).modules)
+    2
+    """
+    return self.layers
+
+  def replace(self, **kwargs: Any) -> "Sequential":
+    """`Module.replace`; PAX's `modules=` means `layers=`."""
+    if "modules" in kwargs:
+      if "layers" in kwargs:
+        raise ValueError("Sequential.replace: pass `layers=` or `modules=` "
+                         "(the same attribute), not both.")
+      kwargs["layers"] = tuple(_as_module(l) for l in kwargs.pop("modules"))
+    return super().replace(**kwargs)
+
   def __getitem__(self, index: Union[int, slice]) -> Any:
     if isinstance(index, slice):
       return Sequential(*self.layers[index])
