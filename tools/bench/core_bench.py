@@ -12,7 +12,7 @@ update_parameters() <= 0.1 ms.
 
 The floor: the same tree built from bare `jax.tree_util.register_dataclass`
 classes (no pax code: `types.SimpleNamespace` subclasses, a data field per
-array and one meta field, as a pax layout class has). JAX unflattens such a
+array and one meta field, standing for a pax node's layout). JAX unflattens such a
 node by calling the class with keyword arguments, which costs more than
 building a dict; pax can at best match this floor.
 """
@@ -112,7 +112,7 @@ def measure(rounds):
   med["with_relu_floor_ratio_vs_haiku_dict"] = (
       med["bare_dataclass_with_relu_flatten_unflatten"] /
       med["haiku_dict_flatten_unflatten"])
-  # What the meta field costs (pax needs it: see `dataclass_floor`).
+  # What the aux data per node costs (a pax node carries its layout).
   med["with_relu_floor_no_meta_ratio_vs_haiku_dict"] = (
       med["bare_dataclass_with_relu_no_meta_flatten_unflatten"] /
       med["haiku_dict_flatten_unflatten"])

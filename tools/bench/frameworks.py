@@ -123,8 +123,8 @@ class Impl:
     framework's code (see `dataclass_floor`; None: not measured).
 
     Args:
-      layout_field: keep pax's one meta field per node (False: the floor
-        JAX would charge if its treedef equality told dataclass types apart).
+      layout_field: keep one meta field per node, standing for a pax node's
+        layout (False: the floor with no aux data at all).
     """
     return None
 

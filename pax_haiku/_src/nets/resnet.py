@@ -204,8 +204,16 @@ class ResNet(haiku_bridge.HaikuModule):
     return info
 
 
-def _preset(depth: int, hk_class: type) -> type:
-  """A `ResNet{depth}` class with PAX's signature, wrapping `hk_class`."""
+class _PresetResNet(ResNet):
+  """A `hk.nets.ResNet{depth}` preset with PAX's signature and defaults.
+
+  As in PAX, the presets take NCHW images and pad like PAX
+  (`data_format="NCHW", padding="pax"`); pass `data_format="NHWC",
+  padding="SAME"` for exactly the Haiku preset (same parameters either way).
+  The generic `pax.nets.ResNet` defaults to Haiku's NHWC/'SAME'.
+  """
+
+  _hk_class: type
 
   def __init__(self, input_channels: int, num_classes: int,
                logits_config: Optional[Mapping[str, Any]] = None,
@@ -216,54 +224,83 @@ def _preset(depth: int, hk_class: type) -> type:
                data_format: str = "NCHW", padding: str = "pax",
                rng_key: Optional[jax.Array] = None,
                name: Optional[str] = None):
+    """Builds the preset; parameters are Haiku's `res_net{depth}/~/...`.
+
+    Args:
+      input_channels: channels of the input images.
+      num_classes: number of logits.
+      logits_config: keyword arguments of the logits `hk.Linear`.
+      initial_conv_config: keyword arguments of the initial `hk.Conv2D`.
+      bn_config: keyword arguments of the `hk.BatchNorm`s (decay_rate,
+        eps...).
+      resnet_v2: use ResNet v2 (pre-activation) blocks.
+      strides: stride of each group.
+      data_format: 'NCHW' (default, PAX's input layout) or 'NHWC' (Haiku's).
+      padding: 'pax' (default, PAX's explicit padding) or 'SAME' (Haiku's).
+      rng_key: key for initialization (default: `pax.next_rng_key()`).
+      name: Haiku module name (default `res_net{depth}`).
+    """
     super(ResNet, self).__init__(name=name)  # pylint: disable=bad-super-call
     self._set_layout(data_format, padding, resnet_v2)
-    self._build(input_channels, num_classes, rng_key, hk_class,
+    self._build(input_channels, num_classes, rng_key, self._hk_class,
                 logits_config=logits_config,
                 initial_conv_config=initial_conv_config, bn_config=bn_config,
                 resnet_v2=resnet_v2, strides=strides, name=name)
 
-  if depth == 18:
-    example = """>>> net = jax.eval_shape(lambda: pax.nets.ResNet18(3, 10))  # Shapes.
+
+class ResNet18(_PresetResNet):
+  """ResNet18 (`hk.nets.ResNet18`) with PAX's defaults (NCHW images).
+
+  >>> net = jax.eval_shape(lambda: pax.nets.ResNet18(3, 10))  # Shapes.
   >>> net.params["res_net18/~/logits"]["w"].shape
   (512, 10)
   >>> jax.eval_shape(lambda n, x: n.eval()(x), net, jnp.ones((2, 3, 32, 32)))
-  ShapeDtypeStruct(shape=(2, 10), dtype=float32)"""
-  else:  # Tracing the deeper nets takes seconds; see ResNet18's example.
-    example = f""">>> issubclass(pax.nets.ResNet{depth}, pax.nets.ResNet)
-  True"""
-  doc = f"""ResNet{depth} (`hk.nets.ResNet{depth}`) with PAX's defaults.
-
-  Parameters are Haiku's `res_net{depth}/~/...`. As in PAX, the presets take
-  NCHW images and pad like PAX (`data_format="NCHW", padding="pax"`); pass
-  `data_format="NHWC", padding="SAME"` for exactly `hk.nets.ResNet{depth}`
-  (same parameters either way). The generic `pax.nets.ResNet` defaults to
-  Haiku's NHWC/'SAME'.
-
-  {example}
-
-  Args:
-    input_channels: channels of the input images.
-    num_classes: number of logits.
-    logits_config: keyword arguments of the logits `hk.Linear`.
-    initial_conv_config: keyword arguments of the initial `hk.Conv2D`.
-    bn_config: keyword arguments of the `hk.BatchNorm`s (decay_rate, eps...).
-    resnet_v2: use ResNet v2 (pre-activation) blocks.
-    strides: stride of each group.
-    data_format: 'NCHW' (default, PAX's input layout) or 'NHWC' (Haiku's).
-    padding: 'pax' (default, PAX's explicit padding) or 'SAME' (Haiku's).
-    rng_key: key for initialization (default: `pax.next_rng_key()`).
-    name: Haiku module name (default `res_net{depth}`).
+  ShapeDtypeStruct(shape=(2, 10), dtype=float32)
   """
-  __init__.__doc__ = None
-  return type(f"ResNet{depth}", (ResNet,), {
-      "__init__": __init__, "__doc__": doc, "__module__": __name__,
-      "__qualname__": f"ResNet{depth}"})
+  _hk_class = hk.nets.ResNet18
 
 
-ResNet18 = _preset(18, hk.nets.ResNet18)
-ResNet34 = _preset(34, hk.nets.ResNet34)
-ResNet50 = _preset(50, hk.nets.ResNet50)
-ResNet101 = _preset(101, hk.nets.ResNet101)
-ResNet152 = _preset(152, hk.nets.ResNet152)
-ResNet200 = _preset(200, hk.nets.ResNet200)
+# Tracing the deeper nets takes seconds: their examples only check the class.
+class ResNet34(_PresetResNet):
+  """ResNet34 (`hk.nets.ResNet34`) with PAX's defaults (NCHW images).
+
+  >>> issubclass(pax.nets.ResNet34, pax.nets.ResNet)
+  True
+  """
+  _hk_class = hk.nets.ResNet34
+
+
+class ResNet50(_PresetResNet):
+  """ResNet50 (`hk.nets.ResNet50`) with PAX's defaults (NCHW images).
+
+  >>> issubclass(pax.nets.ResNet50, pax.nets.ResNet)
+  True
+  """
+  _hk_class = hk.nets.ResNet50
+
+
+class ResNet101(_PresetResNet):
+  """ResNet101 (`hk.nets.ResNet101`) with PAX's defaults (NCHW images).
+
+  >>> issubclass(pax.nets.ResNet101, pax.nets.ResNet)
+  True
+  """
+  _hk_class = hk.nets.ResNet101
+
+
+class ResNet152(_PresetResNet):
+  """ResNet152 (`hk.nets.ResNet152`) with PAX's defaults (NCHW images).
+
+  >>> issubclass(pax.nets.ResNet152, pax.nets.ResNet)
+  True
+  """
+  _hk_class = hk.nets.ResNet152
+
+
+class ResNet200(_PresetResNet):
+  """ResNet200 (`hk.nets.ResNet200`) with PAX's defaults (NCHW images).
+
+  >>> issubclass(pax.nets.ResNet200, pax.nets.ResNet)
+  True
+  """
+  _hk_class = hk.nets.ResNet200
