@@ -144,6 +144,29 @@ class ModuleMethodsTest(parameterized.TestCase):
     self.assertFalse(hasattr(pax.unwrap_mp_policy(m), "_pax_mp_policy"))
 
 
+  def test_unfreeze_with_origin_restores_what_was_trainable(self):
+    frozen_inner = pax.freeze_parameters(pax.Linear(2, 2))
+    net = pax.Sequential(frozen_inner, pax.Linear(2, 3))
+    frozen = pax.freeze_parameters(net)
+    self.assertEmpty(jax.tree_util.tree_leaves(frozen.parameters()))
+    thawed = pax.unfreeze_parameters(frozen, origin=net)
+    # As PAX: origin's structure, the frozen module's leaves.
+    pax.assert_structure_equal(thawed, net)
+    self.assertLen(jax.tree_util.tree_leaves(thawed.parameters()), 2)
+    self.assertIs(thawed[1].weight, frozen[1].weight)
+    # Without origin everything becomes trainable.
+    self.assertLen(jax.tree_util.tree_leaves(
+        pax.unfreeze_parameters(frozen).parameters()), 4)
+    with self.assertRaisesRegex(ValueError, r"origin=model"):
+      pax.unfreeze_parameters(frozen, origin=pax.Linear(3, 3))
+
+  def test_summary_return_list(self):
+    net = pax.Sequential(pax.Linear(2, 3), pax.Linear(3, 1))
+    lines = net.summary(return_list=True)
+    self.assertEqual(lines, net.summary().splitlines())
+    self.assertTrue(lines[0].startswith("Sequential"))
+
+
 class LazyAndGraphTest(parameterized.TestCase):
 
   def test_lazy_module(self):

@@ -3,6 +3,7 @@
 from typing import Any, List, Optional, Tuple, TypeVar
 
 import jax
+import jax.numpy as jnp
 
 from pax_haiku._src import context
 from pax_haiku._src import haiku_naming as naming
@@ -149,15 +150,45 @@ def freeze_parameters(module: T) -> T:
   return _set_field_everywhere(module, "_frozen", True)
 
 
-def unfreeze_parameters(module: T) -> T:
+def unfreeze_parameters(module: T, *, origin: Optional[T] = None) -> T:
   """Undoes `freeze_parameters`.
 
   >>> net = pax.unfreeze_parameters(pax.freeze_parameters(pax.Linear(2, 2)))
   >>> len(jax.tree_util.tree_leaves(net.parameters()))
   2
+
+  With `origin` (PAX's form), the result takes `module`'s leaves in
+  `origin`'s structure: what was trainable in `origin` is trainable again,
+  what was frozen stays frozen.
+
+  >>> inner = pax.freeze_parameters(pax.Linear(2, 2))
+  >>> net = pax.Sequential(inner, pax.Linear(2, 2))
+  >>> thawed = pax.unfreeze_parameters(pax.freeze_parameters(net), origin=net)
+  >>> len(jax.tree_util.tree_leaves(thawed.parameters()))
+  2
+
+  Args:
+    module: a module (usually from `freeze_parameters`).
+    origin: the module before it was frozen; default: unfreeze everything.
+
+  Returns:
+    A new module.
   """
   base.require_module("pax.unfreeze_parameters", module)
-  return _set_field_everywhere(module, "_frozen", False)
+  if origin is None:
+    return _set_field_everywhere(module, "_frozen", False)
+  base.require_module("pax.unfreeze_parameters(origin=...)", origin)
+  leaves = jax.tree_util.tree_leaves(module)
+  o_leaves, o_treedef = jax.tree_util.tree_flatten(origin)
+  same = len(leaves) == len(o_leaves) and all(
+      jnp.shape(a) == jnp.shape(b) for a, b in zip(leaves, o_leaves))
+  if not same:
+    raise ValueError(
+        "pax.unfreeze_parameters: `origin` is not the module that was frozen "
+        f"(its leaves differ: {naming.first_difference(module, origin)}).\n"
+        "Fix: pass the module as it was before `pax.freeze_parameters`, e.g. "
+        "`pax.unfreeze_parameters(frozen, origin=model)`.")
+  return o_treedef.unflatten(leaves)
 
 
 def assert_structure_equal(a: Any, b: Any) -> None:

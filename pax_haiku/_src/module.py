@@ -7,7 +7,7 @@ Outside `pax.pure` a module is immutable; its Haiku view is `params` and
 `state`.
 """
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 import jax
 
@@ -336,8 +336,10 @@ class Module(base.BaseModule):
       return pure_lib.module_and_value(self)(*args)
     return pure_lib.module_and_value(self)(args)
 
-  def summary(self) -> str:
+  def summary(self, return_list: bool = False) -> Union[str, List[str]]:
     """The tree of submodules with parameter counts and shapes.
+
+    `return_list=True` returns the lines (PAX's argument).
 
     >>> net = pax.Sequential(pax.Linear(2, 3), jax.nn.relu, pax.Linear(3, 4))
     >>> print(net.summary())
@@ -347,5 +349,6 @@ class Module(base.BaseModule):
     └── Linear(in_dim=3, out_dim=4, with_bias=True)  # 16 params: bias (4,), weight (3, 4)
     Total: 25 parameters, 0 state values
     """
-    return summary_lib.summary(self)
+    text = summary_lib.summary(self)
+    return text.splitlines() if return_list else text
 
