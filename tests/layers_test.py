@@ -207,6 +207,10 @@ NOT_LAYERS = {
     "Module": "the base class",
     "HaikuModule": "the bridge's base class (tests/haiku_bridge_test.py)",
     "Optimizer": "optax state holder (tests/optim_test.py)",
+    "ParameterModule": "PAX's base class for user modules whose arrays are "
+                       "all trainable (tests/pax_api_test.py)",
+    "StateModule": "PAX's base class for user modules without trainable "
+                   "arrays (tests/pax_api_test.py)",
 }
 
 

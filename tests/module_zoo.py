@@ -44,6 +44,30 @@ class ScaledByStatic(pax.Module):
     return self.fc(x) * self.w * self.k
 
 
+class Steps(pax.StateModule):
+  """A PAX state module: its arrays are never trained."""
+
+  def __init__(self):
+    super().__init__()
+    self.count = jnp.array(0)
+
+  def __call__(self, x):
+    self.count = self.count + 1
+    return x
+
+
+class Scale(pax.ParameterModule):
+  """A PAX parameter module: its own arrays are all trainable."""
+
+  def __init__(self):
+    super().__init__()
+    self.s = jnp.full((3,), 2.0)
+    self.steps = Steps()
+
+  def __call__(self, x):
+    return self.steps(x) * self.s
+
+
 def _tiny_resnet():
   return pax.nets.ResNet(3, 4, blocks_per_group=(1, 1, 1, 1),
                          channels_per_group=(4, 4, 4, 4),
@@ -64,6 +88,8 @@ ZOO: Dict[str, Tuple[Callable[[], Any], Any]] = {
                         lambda: (_x(2, 3, 3, 3),)),
     "BatchNorm1D": (lambda: pax.BatchNorm1D(3), lambda: (_x(2, 5, 3),)),
     "BatchNorm2D": (lambda: pax.BatchNorm2D(3), lambda: (_x(2, 4, 4, 3),)),
+    "ParameterModule": (Scale, lambda: (_x(2, 3),)),
+    "StateModule": (Steps, lambda: (_x(2, 3),)),
     "LayerNorm": (lambda: pax.LayerNorm(3), lambda: (_x(2, 3),)),
     "GroupNorm": (lambda: pax.GroupNorm(2, 4), lambda: (_x(2, 5, 4),)),
     "Embed": (lambda: pax.Embed(10, 4),
