@@ -13,9 +13,7 @@ from pax_haiku import utils
 from pax_haiku._src.context import next_rng_key
 from pax_haiku._src.context import seed_rng_key
 from pax_haiku._src.haiku_bridge import from_haiku
-from pax_haiku._src.haiku_bridge import haiku_call
 from pax_haiku._src.haiku_bridge import HaikuModule
-from pax_haiku._src.haiku_bridge import to_haiku
 from pax_haiku._src.mixed_precision import apply_default_mp_policy
 from pax_haiku._src.mixed_precision import apply_mp_policy
 from pax_haiku._src.mixed_precision import default_policies
@@ -69,6 +67,8 @@ from pax_haiku._src.serialization import load
 from pax_haiku._src.serialization import load_haiku
 from pax_haiku._src.serialization import save
 from pax_haiku._src.serialization import save_haiku
+from pax_haiku._src.to_haiku import haiku_call
+from pax_haiku._src.to_haiku import to_haiku
 from pax_haiku._src.transforms import grad
 from pax_haiku._src.transforms import scan
 from pax_haiku._src.transforms import value_and_grad

@@ -1,13 +1,9 @@
-"""The Haiku bridge: Haiku code as pax modules, pax modules as Haiku code.
+"""The Haiku -> pax direction of the bridge: Haiku code as pax modules.
 
-- `from_haiku(f)(*sample_args)` runs `hk.transform_with_state(f).init` once and
-  returns a `HaikuModule` whose attributes hold the params/state leaves and
-  whose `__call__` runs `apply`.
-- `to_haiku(module)` returns an `hk.TransformedWithState` in which every leaf
-  of the module is read with `hk.get_parameter` / `hk.get_state` (under its
-  Haiku name, see `haiku_naming`), the module runs, and new state is written
-  back with `hk.set_state`. `haiku_call(module, x)` does the same inline inside
-  any Haiku transform.
+`from_haiku(f)(*sample_args)` runs `hk.transform_with_state(f).init` once and
+returns a `HaikuModule` whose attributes hold the params/state leaves and
+whose `__call__` runs `apply`. The pax -> Haiku direction (`to_haiku`,
+`haiku_call`) is in `to_haiku.py`.
 """
 
 import dataclasses
@@ -23,8 +19,6 @@ from pax_haiku._src import context
 from pax_haiku._src import haiku_compat
 from pax_haiku._src import haiku_naming
 from pax_haiku._src import module as module_lib
-from pax_haiku._src import module_base
-from pax_haiku._src import pure as pure_lib
 
 RNG_NAME = "rng_key"
 
@@ -441,85 +435,3 @@ def from_haiku(f: Any, *ctor_args: Any, name: Optional[str] = None,
   return HaikuBuilder(_haiku_fn(f, ctor_args, ctor_kwargs), name,
                       needs_rng)
 
-
-# ----------------------------------------------------------------------------
-# pax -> Haiku.
-# ----------------------------------------------------------------------------
-
-
-def _const(value: Any) -> Callable[[Any, Any], Any]:
-  return lambda shape, dtype: value
-
-
-def haiku_call(module: module_lib.Module, *args: Any, **kwargs: Any) -> Any:
-  """Calls a pax module inside a Haiku transform, through Haiku's params/state.
-
-  Every leaf is read with `hk.get_parameter`/`hk.get_state` under its Haiku
-  name (prefixed by the current Haiku module scope), initialised to the
-  module's current value; changed state is written with `hk.set_state`.
-
-  >>> net = pax.Linear(2, 3)
-  >>> def f(x):
-  ...     return pax.haiku_call(net, x) * 2
-  >>> params, state = hk.transform_with_state(f).init(None, jnp.ones((1, 2)))
-  >>> params["linear"]["w"] is net.weight
-  True
-  """
-  module_base.require_module("pax.haiku_call", module)
-  if not haiku_compat.inside_transform():
-    raise ValueError("pax.haiku_call must run inside a Haiku transform.\n"
-                     "Fix: use `pax.to_haiku(module)` to get one.")
-  leaves, treedef = jax.tree_util.tree_flatten(module)
-  info = haiku_naming.tree_info(treedef, leaves)
-  current = hk.experimental.current_name()
-  fetched = []
-  for leaf, spec in zip(leaves, info.specs):
-    bundle = spec.bundle
-    if current != "~":
-      bundle = current if bundle == "~" else f"{current}/~/{bundle}"
-    get = (hk.get_parameter if spec.role == haiku_naming.PARAMS
-           else hk.get_state)
-    with haiku_compat.bundle_scope(bundle):
-      fetched.append(get(spec.name, jnp.shape(leaf), jnp.result_type(leaf),
-                         init=_const(leaf)))
-  new_module, out = pure_lib.purecall(treedef.unflatten(fetched), *args,
-                                      **kwargs)
-  new_leaves, new_treedef = jax.tree_util.tree_flatten(new_module)
-  if new_treedef != treedef:
-    raise ValueError(
-        "The module changed its structure when called inside a Haiku "
-        "transform (e.g. a lazy module creating parameters).\nFix: "
-        "initialise it first: `module, _ = pax.purecall(module, x)`.")
-  for old, new, spec in zip(fetched, new_leaves, info.specs):
-    if spec.role == haiku_naming.STATE and new is not old:
-      bundle = spec.bundle
-      if current != "~":
-        bundle = current if bundle == "~" else f"{current}/~/{bundle}"
-      with haiku_compat.bundle_scope(bundle):
-        hk.set_state(spec.name, new)
-  return out
-
-
-def to_haiku(module: module_lib.Module) -> hk.TransformedWithState:
-  """Returns `hk.transform_with_state` of calling `module`.
-
-  `init(rng, *args)` returns exactly `(module.params, module.state)`;
-  `apply(params, state, rng, *args)` returns `(module(*args), new_state)`
-  (state advances as `pax.purecall(module, *args)` would advance it).
-
-  >>> net = pax.Linear(2, 3)
-  >>> f = pax.to_haiku(net)
-  >>> params, state = f.init(None, jnp.ones((1, 2)))
-  >>> y, _ = f.apply(params, state, None, jnp.ones((1, 2)))
-  >>> bool((y == net(jnp.ones((1, 2)))).all())
-  True
-  """
-  module_base.require_module("pax.to_haiku", module)
-  if not callable(module):
-    raise TypeError(f"pax.to_haiku: `{module!r}` defines no `__call__`.")
-
-  def forward(*args, **kwargs):
-    return haiku_call(module, *args, **kwargs)
-
-  forward.__name__ = haiku_naming.scope_name(module)
-  return hk.transform_with_state(forward)

@@ -24,23 +24,24 @@ float summation in the reductions over the batch). In a multi-process job
 (`initialize_distributed` first) the mesh spans every process's devices and
 the same code runs on every process.
 
-Functions:
-  make_mesh: a 1-D device mesh (axis "data") over all or some devices.
+Functions here:
   replicate: every leaf of a tree fully replicated on the mesh.
   shard_params: large leaves split over the mesh (ZeRO/FSDP style), the rest
     replicated; the optimizer's params-shaped state gets the same layout.
   shard_batch: a batch split over the mesh along its batch axis.
-  batch_sharding / replicated_sharding / shardings_of: the shardings
-    themselves (e.g. for `jax.jit(..., out_shardings=...)`).
+  shardings_of: the shardings of a placed tree (e.g. for
+    `jax.jit(..., out_shardings=...)`).
   to_host: a tree of NumPy arrays, gathered across processes if needed.
-  check_batch_size: a clear error when the batch does not split evenly.
-  initialize_distributed: `jax.distributed.initialize` from arguments or
-    the environment, with CPU collectives (gloo) switched on.
+
+In `mesh.py`: `make_mesh` (a 1-D device mesh, axis "data", over all or some
+devices), `replicated_sharding` / `batch_sharding` (the shardings
+themselves) and `check_batch_size` (a clear error when the batch does not
+split evenly). In `distributed.py`: `initialize_distributed`
+(`jax.distributed.initialize` from arguments or the environment, with CPU
+collectives (gloo) switched on).
 """
 
-import os
-import re
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import jax
 from jax.experimental import multihost_utils
@@ -49,190 +50,18 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from pax_haiku._src import mesh as mesh_lib
+
 __all__ = (
-    "batch_sharding",
-    "check_batch_size",
-    "DATA_AXIS",
-    "initialize_distributed",
-    "make_mesh",
     "replicate",
-    "replicated_sharding",
     "shard_batch",
     "shard_params",
     "shardings_of",
     "to_host",
 )
 
-#: The default (and trainer's) name of the data-parallel mesh axis.
-DATA_AXIS = "data"
-
 #: Leaves with fewer elements than this stay replicated in `shard_params`.
 DEFAULT_MIN_SHARD_SIZE = 1024
-
-_SIMULATE_HINT = (
-    "On CPU, simulate more devices by setting, before JAX starts (i.e. in the "
-    "environment of the process): "
-    "XLA_FLAGS=--xla_force_host_platform_device_count=8")
-
-
-def _check_mesh(mesh: Any, api: str) -> Mesh:
-  if not isinstance(mesh, Mesh):
-    raise TypeError(
-        f"{api}: `mesh` must be a jax.sharding.Mesh, got "
-        f"{type(mesh).__name__}.\nFix: `mesh = pax.sharding.make_mesh()` "
-        "(all devices) or `pax.sharding.make_mesh(num_devices)`.")
-  return mesh
-
-
-def _axis(mesh: Mesh, axis_name: Optional[Union[str, Tuple[str, ...]]],
-          api: str) -> Union[str, Tuple[str, ...]]:
-  """The mesh axis (or axes) the batch is split over."""
-  if axis_name is None:
-    names = tuple(mesh.axis_names)
-    return names[0] if len(names) == 1 else names
-  names = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
-  for name in names:
-    if name not in mesh.axis_names:
-      raise ValueError(
-          f"{api}: the mesh has no axis {name!r}; its axes are "
-          f"{tuple(mesh.axis_names)}.\nFix: pass one of those as "
-          "`axis_name`, or build the mesh with pax.sharding.make_mesh("
-          f"axis_name={name!r}).")
-  return axis_name
-
-
-def _axis_size(mesh: Mesh, axis: Union[str, Tuple[str, ...]]) -> int:
-  names = (axis,) if isinstance(axis, str) else axis
-  return int(np.prod([mesh.shape[n] for n in names]))
-
-
-def make_mesh(num_devices: Optional[int] = None, *,
-              axis_name: str = DATA_AXIS,
-              devices: Optional[Sequence[Any]] = None) -> Mesh:
-  """A 1-D mesh for data parallelism.
-
-  >>> mesh = pax.sharding.make_mesh()
-  >>> mesh.axis_names, mesh.size == jax.device_count()
-  (('data',), True)
-
-  Args:
-    num_devices: how many devices; `None` or 0 means all (`jax.devices()`:
-      in a multi-process job, the devices of every process). In a
-      multi-process job it must be a multiple of the process count: each
-      process contributes `num_devices // jax.process_count()` of its local
-      devices.
-    axis_name: the name of the mesh axis.
-    devices: the devices to choose from (default `jax.devices()`).
-
-  Returns:
-    A `jax.sharding.Mesh` with one axis, in GSPMD (`Auto`) mode: `jax.jit`
-    decides the layout of intermediate values.
-
-  Raises:
-    ValueError: if `num_devices` is negative, larger than the number of
-      devices, or not a multiple of the process count.
-  """
-  if num_devices is not None and (isinstance(num_devices, bool) or
-                                  not isinstance(num_devices,
-                                                 (int, np.integer))):
-    raise TypeError("pax.sharding.make_mesh: `num_devices` must be an int "
-                    f"(0 or None for all devices), got {num_devices!r}.")
-  available = list(jax.devices() if devices is None else devices)
-  if not available:
-    raise ValueError("pax.sharding.make_mesh: `devices` is empty.")
-  n = len(available) if not num_devices else int(num_devices)
-  if n < 0:
-    raise ValueError(f"pax.sharding.make_mesh: `num_devices` must be >= 0 "
-                     f"(0 = all devices), got {num_devices}.")
-  if n > len(available):
-    platform = available[0].platform
-    raise ValueError(
-        f"pax.sharding.make_mesh: asked for {n} devices but only "
-        f"{len(available)} {platform} device(s) are available.\nFix: ask for "
-        f"at most {len(available)} (0 = all)"
-        + (f". {_SIMULATE_HINT}" if platform == "cpu" else "."))
-  processes = sorted({d.process_index for d in available})
-  if len(processes) > 1 and n < len(available):
-    if n % len(processes):
-      raise ValueError(
-          f"pax.sharding.make_mesh: {n} devices cannot be spread evenly over "
-          f"the {len(processes)} processes of this job.\nFix: use a multiple "
-          f"of {len(processes)} devices, or 0 for all {len(available)}.")
-    per_process = n // len(processes)
-    chosen = []
-    for p in processes:
-      local = sorted((d for d in available if d.process_index == p),
-                     key=lambda d: d.id)
-      if len(local) < per_process:
-        raise ValueError(
-            f"pax.sharding.make_mesh: process {p} has {len(local)} devices, "
-            f"fewer than the {per_process} per process that {n} devices "
-            f"over {len(processes)} processes need.")
-      chosen.extend(local[:per_process])
-  else:
-    chosen = sorted(available, key=lambda d: (d.process_index, d.id))[:n]
-  return Mesh(np.array(chosen), (axis_name,),
-              axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def replicated_sharding(mesh: Mesh) -> NamedSharding:
-  """`NamedSharding(mesh, P())`: a full copy on every device of `mesh`."""
-  return NamedSharding(_check_mesh(mesh, "pax.sharding.replicated_sharding"),
-                       P())
-
-
-def batch_sharding(mesh: Mesh, ndim: int, batch_axis: int = 0,
-                   axis_name: Optional[Union[str, Tuple[str, ...]]] = None
-                   ) -> NamedSharding:
-  """The sharding that splits axis `batch_axis` of an `ndim`-D array.
-
-  >>> mesh = pax.sharding.make_mesh()
-  >>> tuple(pax.sharding.batch_sharding(mesh, ndim=3, batch_axis=1).spec)
-  (None, 'data')
-
-  Args:
-    mesh: the mesh.
-    ndim: the rank of the arrays.
-    batch_axis: the axis to split (1 for a `(K, B, ...)` chunk of K batches).
-    axis_name: the mesh axis (or tuple of axes) to split over; default: all
-      of the mesh's axes.
-
-  Returns:
-    `NamedSharding(mesh, P(None, ..., axis_name))`.
-  """
-  api = "pax.sharding.batch_sharding"
-  mesh = _check_mesh(mesh, api)
-  if not 0 <= batch_axis < ndim:
-    raise ValueError(f"{api}: batch_axis={batch_axis} is not an axis of an "
-                     f"array of rank {ndim}.")
-  return NamedSharding(mesh, P(*([None] * batch_axis),
-                               _axis(mesh, axis_name, api)))
-
-
-def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch size",
-                     axis_name: Optional[Union[str, Tuple[str, ...]]] = None
-                     ) -> int:
-  """Raises a ValueError unless `batch_size` splits evenly over `mesh`.
-
-  >>> mesh = pax.sharding.make_mesh(1)
-  >>> pax.sharding.check_batch_size(32, mesh)  # 32 per device
-  32
-
-  Returns:
-    The per-device batch size.
-  """
-  api = "pax.sharding"
-  n = _axis_size(mesh, _axis(_check_mesh(mesh, api), axis_name, api))
-  if batch_size % n:
-    lower = batch_size - batch_size % n
-    examples = f"{lower} or {lower + n}" if lower else f"{n}"
-    divisor = max(d for d in range(1, n + 1) if batch_size % d == 0)
-    raise ValueError(
-        f"The global {what} {batch_size} is not divisible by the number of "
-        f"devices {n}: each device must get the same number of examples.\n"
-        f"Fix: use a {what} that is a multiple of {n} (e.g. {examples}), or "
-        f"a number of devices that divides {batch_size} (e.g. {divisor}).")
-  return batch_size // n
 
 
 def _is_key(x: Any) -> bool:
@@ -292,7 +121,8 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   In a multi-process job every process must pass the same values (e.g.
   built from the same seed, or restored from the same checkpoint).
   """
-  sharding = replicated_sharding(_check_mesh(mesh, "pax.sharding.replicate"))
+  sharding = mesh_lib.replicated_sharding(
+      mesh_lib.check_mesh(mesh, "pax.sharding.replicate"))
   return jax.tree_util.tree_map(lambda x: _put(x, sharding), tree)
 
 
@@ -336,9 +166,9 @@ def shard_params(tree: Any, mesh: Mesh, *,
     The placed tree.
   """
   api = "pax.sharding.shard_params"
-  mesh = _check_mesh(mesh, api)
-  axis = _axis(mesh, axis_name, api)
-  n = _axis_size(mesh, axis)
+  mesh = mesh_lib.check_mesh(mesh, api)
+  axis = mesh_lib.resolve_axis(mesh, axis_name, api)
+  n = mesh_lib.axis_size(mesh, axis)
 
   def put(x):
     shape = tuple(getattr(x, "shape", np.shape(x)))
@@ -386,8 +216,8 @@ def shard_batch(batch: Any, mesh: Mesh, *, batch_axis: int = 0,
       (the message says what to change) or an array lacks `batch_axis`.
   """
   api = "pax.sharding.shard_batch"
-  mesh = _check_mesh(mesh, api)
-  axis = _axis(mesh, axis_name, api)
+  mesh = mesh_lib.check_mesh(mesh, api)
+  axis = mesh_lib.resolve_axis(mesh, axis_name, api)
   paths_leaves = jax.tree_util.tree_flatten_with_path(batch)[0]
   if not paths_leaves:
     raise ValueError(f"{api}: the batch holds no arrays.")
@@ -401,17 +231,19 @@ def shard_batch(batch: Any, mesh: Mesh, *, batch_axis: int = 0,
           f"{batch_axis} to split.\nFix: pass arrays with the examples on "
           f"axis {batch_axis}, or set `batch_axis` (1 for a (K, B, ...) "
           "chunk of K batches).")
-    sharding = batch_sharding(mesh, x.ndim, batch_axis, axis)
+    sharding = mesh_lib.batch_sharding(mesh, x.ndim, batch_axis, axis)
     if process_local and not sharding.is_fully_addressable:
       global_shape = list(x.shape)
       global_shape[batch_axis] *= jax.process_count()
-      check_batch_size(global_shape[batch_axis], mesh,
-                       f"batch size (axis {batch_axis} of {where})", axis)
+      mesh_lib.check_batch_size(global_shape[batch_axis], mesh,
+                                f"batch size (axis {batch_axis} of {where})",
+                                axis)
       return jax.make_array_from_process_local_data(sharding,
                                                     _host_value(x),
                                                     tuple(global_shape))
-    check_batch_size(x.shape[batch_axis], mesh,
-                     f"batch size (axis {batch_axis} of {where})", axis)
+    mesh_lib.check_batch_size(x.shape[batch_axis], mesh,
+                              f"batch size (axis {batch_axis} of {where})",
+                              axis)
     return _put(x, sharding)
 
   return jax.tree_util.tree_map_with_path(put, batch)
@@ -452,94 +284,3 @@ def to_host(tree: Any) -> Any:
     return np.asarray(x)
 
   return jax.tree_util.tree_map(get, tree)
-
-
-_ADDRESS_RE = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
-
-
-def _env_int(name: str) -> Optional[int]:
-  value = os.environ.get(name)
-  if value in (None, ""):
-    return None
-  try:
-    return int(value)
-  except ValueError:
-    raise ValueError(f"Environment variable {name}={value!r} must be an "
-                     "integer.") from None
-
-
-def initialize_distributed(coordinator_address: Optional[str] = None,
-                           num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None, *,
-                           local_device_ids: Optional[Sequence[int]] = None,
-                           initialization_timeout: int = 300) -> bool:
-  """Joins a multi-process JAX job (`jax.distributed.initialize`).
-
-  Call it first thing in every process, before any JAX computation. Values
-  not passed are read from the environment: `JAX_COORDINATOR_ADDRESS`,
-  `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`. With no coordinator address at all
-  it does nothing and returns False (a single-process run). On CPU it
-  selects the gloo cross-process collectives.
-
-  Example, two processes on one machine (run each in its own shell)::
-
-    python3 tools/train.py ... --coordinator_address=127.0.0.1:12355 \\
-        --num_processes=2 --process_id=0
-    python3 tools/train.py ... --coordinator_address=127.0.0.1:12355 \\
-        --num_processes=2 --process_id=1
-
-  Args:
-    coordinator_address: `host:port` of process 0 (the coordinator).
-    num_processes: the number of processes in the job.
-    process_id: this process's index, in `[0, num_processes)`.
-    local_device_ids: restrict this process to these local devices.
-    initialization_timeout: seconds to wait for every process to join.
-
-  Returns:
-    True if the job was joined (also when it already was), False for a
-    single-process run.
-
-  Raises:
-    ValueError: for missing or inconsistent arguments.
-  """
-  api = "pax.sharding.initialize_distributed"
-  address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
-  if num_processes is None:
-    num_processes = _env_int("JAX_NUM_PROCESSES")
-  if process_id is None:
-    process_id = _env_int("JAX_PROCESS_ID")
-  if not address:
-    if num_processes not in (None, 1) or process_id not in (None, 0):
-      raise ValueError(
-          f"{api}: num_processes={num_processes} and process_id={process_id} "
-          "were given without a coordinator address.\nFix: also pass "
-          "--coordinator_address=HOST:PORT (the address of process 0; the "
-          "same on every process), or set JAX_COORDINATOR_ADDRESS.")
-    return False
-  if not _ADDRESS_RE.match(address):
-    raise ValueError(
-        f"{api}: coordinator address {address!r} is not HOST:PORT.\nFix: e.g. "
-        "--coordinator_address=127.0.0.1:12355 (process 0's host and a free "
-        "port, the same on every process).")
-  missing = [name for name, v in (("num_processes", num_processes),
-                                  ("process_id", process_id)) if v is None]
-  if missing:
-    raise ValueError(
-        f"{api}: coordinator address {address!r} given but "
-        f"{' and '.join(missing)} missing.\nFix: pass --num_processes=N and "
-        "--process_id=I (0 on the coordinator), or set JAX_NUM_PROCESSES and "
-        "JAX_PROCESS_ID.")
-  if num_processes < 1 or not 0 <= process_id < num_processes:
-    raise ValueError(
-        f"{api}: process_id must be in [0, num_processes), got "
-        f"process_id={process_id}, num_processes={num_processes}.")
-  if jax.distributed.is_initialized():
-    return True
-  # Cross-process collectives on CPU (ignored by GPU/TPU backends).
-  if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(
-      coordinator_address=address, num_processes=int(num_processes),
-      process_id=int(process_id), local_device_ids=local_device_ids,
-      initialization_timeout=initialization_timeout)
-  return True
