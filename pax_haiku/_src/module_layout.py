@@ -51,6 +51,8 @@ class Shape:
     eager: fill `__dict__` when unflattening, not on first access: the class
       has an attribute named like a field (which attribute lookup would find
       before asking for the field) or its own `__getattr__`.
+    new: creates an instance without `__init__` (`object.__new__`, or the
+      class's own `__new__`).
   """
   cls: type
   data: Tuple[str, ...]
@@ -58,6 +60,7 @@ class Shape:
   mixed: Tuple[str, ...]
   order: Dict[str, None] = dataclasses.field(repr=False)
   eager: bool = dataclasses.field(repr=False)
+  new: Any = dataclasses.field(repr=False, default=object.__new__)
 
   def __reduce__(self):
     # Copies and unpickled treedefs must find the interned shape, since
@@ -79,7 +82,10 @@ def _shape(cls: type, data: Tuple[str, ...], static: Tuple[str, ...],
   shape = _SHAPES.get(key)
   if shape is None:
     eager = cls._pax_custom_getattr or any(hasattr(cls, n) for n in order)
-    shape = Shape(cls, data, static, mixed, dict.fromkeys(order), eager)
+    # `object.__new__(cls)` directly unless the class has its own `__new__`.
+    new = (object.__new__ if cls.__new__ is object.__new__ else
+           cls.__new__)
+    shape = Shape(cls, data, static, mixed, dict.fromkeys(order), eager, new)
     _SHAPES[key] = shape
   return shape
 
@@ -361,11 +367,12 @@ def rebuild(cls: type, values: Dict[str, Any]) -> "ModuleSlots":
 
 
 def unflatten(layout: Layout, children: Tuple[Any, ...]) -> "ModuleSlots":
-  cls = layout.shape.cls
-  obj = cls.__new__(cls)
+  # The hot path of every jitted call's outputs: keep it to a few C calls.
+  shape = layout.shape
+  obj = shape.new(shape.cls)
   flat_form = (children, layout)
   set_flat(obj, flat_form)
-  if layout.shape.eager:
+  if shape.eager:
     fill(real_dict(obj), flat_form)
   return obj
 
