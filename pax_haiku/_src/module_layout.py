@@ -62,6 +62,13 @@ class Shape:
   eager: bool = dataclasses.field(repr=False)
   new: Any = dataclasses.field(repr=False, default=object.__new__)
 
+  @property
+  def make(self) -> Tuple[Any, type, bool]:
+    return self._make
+
+  def __post_init__(self):
+    object.__setattr__(self, "_make", (self.new, self.cls, self.eager))
+
   def __reduce__(self):
     # Copies and unpickled treedefs must find the interned shape, since
     # layouts compare shapes by identity.
@@ -106,9 +113,13 @@ class Layout:
     shape: the class and field names.
     values: the static values, in the order of `shape.static`.
   """
-  __slots__ = ("shape", "values")
+  __slots__ = ("shape", "values", "make")
   shape: Shape
   values: Tuple[Any, ...]
+
+  def __post_init__(self):
+    # `(new, cls, eager)` of the shape, one slot away from `unflatten`.
+    object.__setattr__(self, "make", self.shape.make)
 
   @property
   def data(self) -> Tuple[str, ...]:
@@ -366,13 +377,14 @@ def rebuild(cls: type, values: Dict[str, Any]) -> "ModuleSlots":
   return obj
 
 
-def unflatten(layout: Layout, children: Tuple[Any, ...]) -> "ModuleSlots":
+def unflatten(layout: Layout, children: Tuple[Any, ...],
+              _set_flat: Any = set_flat) -> "ModuleSlots":
   # The hot path of every jitted call's outputs: keep it to a few C calls.
-  shape = layout.shape
-  obj = shape.new(shape.cls)
+  new, cls, eager = layout.make
+  obj = new(cls)
   flat_form = (children, layout)
-  set_flat(obj, flat_form)
-  if shape.eager:
+  _set_flat(obj, flat_form)
+  if eager:
     fill(real_dict(obj), flat_form)
   return obj
 
