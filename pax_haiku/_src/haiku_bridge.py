@@ -93,12 +93,15 @@ class HaikuSpec:
       (the module is then re-rooted under its parent's scope by replacing it).
     needs_rng: `fn` calls `hk.next_rng_key()`: a key is held as state.
     pass_training: `fn` takes `is_training`; pax passes `module.training`.
+    mp_policy: the mixed precision policy `fn` runs under (set by
+      `pax.apply_mp_policy`), or None.
   """
   fn: Callable[..., Any]
   leaves: Tuple[Tuple[str, str, str, str], ...]
   top: Optional[str]
   needs_rng: bool
   pass_training: bool
+  mp_policy: Any = None
 
   def attr_of(self) -> Dict[Tuple[str, str, str], str]:
     return {(b, n, r): a for a, b, n, r in self.leaves}
@@ -217,6 +220,10 @@ class HaikuModule(module_lib.Module):
       setattr(self, RNG_NAME, jax.random.fold_in(rng_key, 1))
     self._haiku_spec = HaikuSpec(fn, tuple(leaves), top, needs_rng,
                                  pass_training)
+
+  def _mp_policy(self) -> Any:
+    spec = getattr(self, "_haiku_spec", None)
+    return None if spec is None else spec.mp_policy
 
   def _require_initialized(self) -> HaikuSpec:
     spec = getattr(self, "_haiku_spec", None)

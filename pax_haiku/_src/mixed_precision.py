@@ -146,10 +146,7 @@ def get_mp_policy(module: module_lib.Module) -> Optional[jmp.Policy]:
   True
   """
   module_base.require_module("pax.get_mp_policy", module)
-  spec = getattr(module, "_haiku_spec", None)
-  if spec is not None and isinstance(spec.fn, MixedPrecisionFn):
-    return spec.fn.policy
-  return module_layout.fields(module).get(module_base.MP_POLICY)
+  return module._mp_policy()  # pylint: disable=protected-access
 
 
 def _apply(module: T, policy: jmp.Policy,
@@ -162,7 +159,8 @@ def _apply(module: T, policy: jmp.Policy,
   if isinstance(module, haiku_bridge.HaikuModule):
     spec = module._require_initialized()  # pylint: disable=protected-access
     fn = MixedPrecisionFn(spec.fn, policy, inner)
-    return module.replace(_haiku_spec=dataclasses.replace(spec, fn=fn))
+    return module.replace(_haiku_spec=dataclasses.replace(
+        spec, fn=fn, mp_policy=policy))
   # `pax.Module` runs `__call__` under this field's policy (module_base);
   # other methods (and modules without `__call__`) run as they are (PAX).
   module = module.copy()
@@ -224,7 +222,8 @@ def unwrap_mp_policy(module: T, *, recursive: bool = False) -> T:
         "`recursive=True` to clear a whole tree.")
   spec = getattr(module, "_haiku_spec", None)
   if spec is not None and isinstance(spec.fn, MixedPrecisionFn):
-    return module.replace(_haiku_spec=dataclasses.replace(spec, fn=spec.fn.fn))
+    return module.replace(_haiku_spec=dataclasses.replace(
+        spec, fn=spec.fn.fn, mp_policy=None))
   module = module.copy()
   del module_layout.fields(module)[module_base.MP_POLICY]
   module_layout.refresh(module)

@@ -16,6 +16,7 @@ from pax_haiku._src import functional
 from pax_haiku._src import haiku_naming as naming
 from pax_haiku._src import module_base as base
 from pax_haiku._src import module_layout
+from pax_haiku._src import pure as pure_lib
 from pax_haiku._src import summary as summary_lib
 
 T = TypeVar("T", bound="Module")
@@ -237,11 +238,15 @@ class Module(base.BaseModule):
 
   @property
   def _pax_mp_policy(self) -> Any:
-    from pax_haiku._src import mixed_precision  # pylint: disable=import-outside-toplevel
-    policy = mixed_precision.get_mp_policy(self)
+    """The module's mixed precision policy (PAX's attribute, absent if none)."""
+    policy = self._mp_policy()
     if policy is None:
       raise AttributeError("_pax_mp_policy")
     return policy
+
+  def _mp_policy(self) -> Any:
+    """The policy of `pax.apply_mp_policy`, or None (`pax.get_mp_policy`)."""
+    return module_layout.fields(self).get(base.MP_POLICY)
 
   def set_attribute(self: T, name: str, value: Any) -> T:
     """Returns a copy with attribute `name` set (added if new) to `value`.
@@ -331,7 +336,6 @@ class Module(base.BaseModule):
     >>> y.shape
     (2, 4, 3)
     """
-    from pax_haiku._src import pure as pure_lib  # pylint: disable=import-outside-toplevel
     if isinstance(args, tuple):
       return pure_lib.module_and_value(self)(*args)
     return pure_lib.module_and_value(self)(args)

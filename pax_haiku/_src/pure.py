@@ -7,10 +7,10 @@ from typing import Any, Callable, Tuple, TypeVar
 import jax
 
 from pax_haiku._src import context
-from pax_haiku._src import module as module_lib
+from pax_haiku._src import module_base
 
 O = TypeVar("O")
-M = TypeVar("M", bound=module_lib.Module)
+M = TypeVar("M", bound=module_base.BaseModule)
 
 
 def pure(func: Callable[..., O]) -> Callable[..., O]:
@@ -36,7 +36,7 @@ def pure(func: Callable[..., O]) -> Callable[..., O]:
     The pure version of `func`.
   """
   if isinstance(func, types.MethodType) and isinstance(
-      func.__self__, module_lib.Module):
+      func.__self__, module_base.BaseModule):
     bound_self, unbound = func.__self__, func.__func__
 
     @functools.wraps(unbound)
@@ -44,7 +44,7 @@ def pure(func: Callable[..., O]) -> Callable[..., O]:
       return _run(unbound, (bound_self,) + args, kwargs)
 
     return method_wrapper
-  if isinstance(func, module_lib.Module):
+  if isinstance(func, module_base.BaseModule):
     if not callable(func):
       raise TypeError(f"pax.pure: the module `{func!r}` is not callable "
                       "(it defines no `__call__`).\nFix: define `__call__` "
@@ -73,11 +73,11 @@ def pure(func: Callable[..., O]) -> Callable[..., O]:
 def _run(func: Callable[..., O], args: Tuple[Any, ...], kwargs: Any) -> O:
   leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
   args, kwargs = treedef.unflatten(leaves)  # Fresh module objects.
-  modules = list(module_lib.iter_modules((args, kwargs)))
+  modules = list(module_base.iter_modules((args, kwargs)))
   with context.allow_mutation(modules):
     out = func(*args, **kwargs)
   # Mutation may have stored one module in two places.
-  module_lib.check_no_shared_modules(out)
+  module_base.check_no_shared_modules(out)
   return out
 
 
@@ -91,7 +91,7 @@ def purecall(module: Callable[..., O], *args: Any,
   >>> y.shape, drop2 is drop
   ((4, 3), False)
   """
-  if not isinstance(module, module_lib.Module):
+  if not isinstance(module, module_base.BaseModule):
     raise TypeError(
         f"pax.purecall expects a pax.Module as first argument, got "
         f"{type(module).__name__}.\nFix: `model, y = pax.purecall(model, x)`.")
@@ -130,9 +130,9 @@ def module_and_value(
   1
   """
   if isinstance(module_or_method, types.MethodType) and isinstance(
-      module_or_method.__self__, module_lib.Module):
+      module_or_method.__self__, module_base.BaseModule):
     module, func = module_or_method.__self__, module_or_method.__func__
-  elif isinstance(module_or_method, module_lib.Module):
+  elif isinstance(module_or_method, module_base.BaseModule):
     module = module_or_method
     if not callable(module):
       raise TypeError(f"`{module!r}` defines no `__call__`.")
@@ -144,7 +144,7 @@ def module_and_value(
 
     @functools.wraps(func)
     def call_method(mod, *args, **kwargs):
-      if not isinstance(mod, module_lib.Module):
+      if not isinstance(mod, module_base.BaseModule):
         raise TypeError(
             f"`{func.__name__}` (decorated with pax.module_and_value) expects "
             f"a pax module as first argument, got {type(mod).__name__}.")

@@ -31,10 +31,27 @@ def target_of(module):
   return f"//{'/'.join(parts[:-1])}:{parts[-1]}"
 
 
+def _module_level(tree):
+  """Import statements outside function bodies.
+
+  An import inside a function is a run-time import that breaks an import
+  cycle (`Module.state_dict` uses the PAX converters, which import the
+  layers); Bazel must not see it as a dependency (it would be a cycle). Every
+  user of the library depends on //pax_haiku, which holds them all.
+  """
+  todo = list(ast.iter_child_nodes(tree))
+  while todo:
+    node = todo.pop()
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      continue
+    yield node
+    todo.extend(ast.iter_child_nodes(node))
+
+
 def imports(path):
   tree = ast.parse(open(path).read())
   out = set()
-  for node in ast.walk(tree):
+  for node in _module_level(tree):
     if isinstance(node, ast.ImportFrom) and node.module and (
         node.module.startswith("pax_haiku")):
       for alias in node.names:
@@ -63,7 +80,11 @@ def main():
       parts = module.split(".")
       for i in range(2, len(parts) + (0 if fname == "__init__.py" else 0)):
         pkg_module = ".".join(parts[:i])
-        if os.path.isdir(os.path.join(ROOT, *parts[:i])):
+        pkg_init = os.path.join(ROOT, *parts[:i], "__init__.py")
+        # A package whose `__init__.py` imports this module depends on it,
+        # not the other way round.
+        if os.path.isdir(os.path.join(ROOT, *parts[:i])) and (
+            module not in imports(pkg_init)):
           deps.add(target_of(pkg_module))
       deps = sorted(deps - {own, "//pax_haiku"})
       rel_pkg = os.path.relpath(dirpath, ROOT).replace(os.sep, "/")
