@@ -2,7 +2,8 @@
 
 A module is an object you build, call, inspect and train. Attributes holding
 arrays or submodules are its pytree data; other attributes are static
-configuration (see `module_base` for how a module is a pytree node).
+configuration (`module_layout` says how a module is a pytree node,
+`module_base` how it is built, changed and copied).
 Outside `pax.pure` a module is immutable; its Haiku view is `params` and
 `state`.
 """
@@ -21,7 +22,7 @@ from pax_haiku._src import summary as summary_lib
 
 T = TypeVar("T", bound="Module")
 
-# Re-exported: the functions below are also `Module` methods.
+# Re-exported for the layers and tools that import only this module.
 is_module = module_layout.is_module
 iter_modules = base.iter_modules
 check_no_shared_modules = base.check_no_shared_modules
