@@ -22,9 +22,6 @@ from pax_haiku._src import haiku_compat
 
 _PRIVATE_PACKAGES = ("haiku._src", "jax._src")
 
-# Files still importing a private package until their owner switches them to
-# haiku_compat (the test below fails once an entry is no longer needed).
-
 HALF = jmp.get_policy("params=float32,compute=bfloat16,output=float32")
 
 
