@@ -25,9 +25,6 @@ T = TypeVar("T", bound="Module")
 # Re-exported for the layers and tools that import only this module.
 is_module = module_layout.is_module
 iter_modules = base.iter_modules
-check_no_shared_modules = base.check_no_shared_modules
-module_class = base.module_class
-field_values = module_layout.field_values
 
 
 def parameters_method(*trainable_attributes: str,
@@ -183,7 +180,7 @@ class Module(base.BaseModule):
               f"({', '.join(public)}).\nFix: add new "
               "attributes inside a `pax.pure` function instead.")
         setattr(module, name, value)
-    check_no_shared_modules(module)
+    base.check_no_shared_modules(module)
     return module
 
   def replace_node(self: T, node: Any, value: Any) -> T:

@@ -53,6 +53,7 @@ class Shape:
       before asking for the field) or its own `__getattr__`.
     new: creates an instance without `__init__` (`object.__new__`, or the
       class's own `__new__`).
+    make: `(new, cls, eager)`, what `unflatten` reads, in one tuple.
   """
   cls: type
   data: Tuple[str, ...]
@@ -61,13 +62,11 @@ class Shape:
   order: Dict[str, None] = dataclasses.field(repr=False)
   eager: bool = dataclasses.field(repr=False)
   new: Any = dataclasses.field(repr=False, default=object.__new__)
-
-  @property
-  def make(self) -> Tuple[Any, type, bool]:
-    return self._make
+  make: Tuple[Any, type, bool] = dataclasses.field(init=False, repr=False)
 
   def __post_init__(self):
-    object.__setattr__(self, "_make", (self.new, self.cls, self.eager))
+    # `(new, cls, eager)`, copied into each layout for `unflatten`.
+    object.__setattr__(self, "make", (self.new, self.cls, self.eager))
 
   def __reduce__(self):
     # Copies and unpickled treedefs must find the interned shape, since
