@@ -171,5 +171,57 @@ class IdentityTest(parameterized.TestCase):
         len(module_layout._SHAPES) - before, 5)  # pylint: disable=protected-access
 
 
+class LazyFieldsTest(absltest.TestCase):
+  """An unflattened module fills its fields on first access."""
+
+  def test_unflattened_fields_and_class_attributes(self):
+    m = pax.Linear(3, 4)
+    leaves, treedef = jax.tree_util.tree_flatten(m)
+    copy_ = treedef.unflatten(leaves)
+    self.assertIs(copy_.weight, m.weight)
+    self.assertEqual(copy_.out_dim, 4)
+    # The per-field descriptors are invisible on the class.
+    self.assertFalse(hasattr(pax.Linear, "weight"))
+    self.assertEqual(getattr(pax.Linear, "out_dim", "absent"), "absent")
+    with self.assertRaisesRegex(AttributeError,
+                                "'Linear' object has no attribute 'nope'"):
+      treedef.unflatten(leaves).nope  # pylint: disable=expression-not-assigned
+
+  def test_class_attribute_named_like_a_field(self):
+
+    class Scaled(pax.Module):
+      scale = 1.0
+
+      def __init__(self):
+        super().__init__()
+        self.scale = 2.0
+        self.w = jnp.ones(2)
+
+    leaves, treedef = jax.tree_util.tree_flatten(Scaled())
+    self.assertEqual(treedef.unflatten(leaves).scale, 2.0)
+    self.assertEqual(Scaled.scale, 1.0)
+
+  def test_flatten_while_constructing(self):
+    seen = []
+
+    class Growing(pax.Module):
+
+      def __init__(self):
+        super().__init__()
+        self.a = jnp.zeros(1)
+        seen.append(len(jax.tree_util.tree_leaves(self)))
+        self.k = 3
+        self.b = jnp.zeros(2)
+        seen.append(len(jax.tree_util.tree_leaves(self)))
+        seen.append(jax.tree_util.tree_structure(self) ==
+                    jax.tree_util.tree_structure(self))
+
+    m = Growing()
+    self.assertEqual(seen, [1, 2, True])
+    self.assertEqual(m.pytree_attributes, ("a", "b"))
+    leaves, treedef = jax.tree_util.tree_flatten(m)
+    self.assertEqual(treedef.unflatten(leaves).k, 3)
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -38,6 +38,9 @@ def _wrap_init(init: Callable[..., None]) -> Callable[..., None]:
     for key, default in layout_lib.BASE_FIELDS:
       d.setdefault(key, default)
     d["_pax_constructing"] = True
+    # Kept current while `__init__` runs, so the module can be flattened
+    # (e.g. `self.parameters()`) before it is complete.
+    layout_lib.refresh(self)
     try:
       with context.also_allow_mutation(self):
         init(self, *args, **kwargs)
@@ -188,7 +191,7 @@ class BaseModule(layout_lib.ModuleSlots):
     # A class's own `__getattr__` would answer before the lazily filled
     # `__dict__` does.
     cls._pax_custom_getattr = (
-        cls.__getattr__ is not BaseModule.__getattr__ or
+        hasattr(cls, "__getattr__") or
         cls.__getattribute__ is not object.__getattribute__)
     cls._pax_class_error = _class_attribute_error(cls)
     if ("__slots__" in cls.__dict__ and
@@ -210,23 +213,6 @@ class BaseModule(layout_lib.ModuleSlots):
   def __dict__(self) -> Dict[str, Any]:  # pylint: disable=invalid-name
     return layout_lib.fields(self)
 
-  def __getattr__(self, name: str) -> Any:
-    # Only reached when normal lookup fails: on a module built by
-    # unflattening, the first access fills `__dict__` from the flat form.
-    if name == "_pax_flat":  # A pytree flatten while `__init__` runs.
-      return layout_lib.flatten_under_construction(self)
-    d = layout_lib.real_dict(self)
-    if not d and not name.startswith("__"):
-      try:
-        layout_lib.fill(d, layout_lib.get_flat(self))
-      except AttributeError:
-        pass
-      else:
-        if name in d:
-          return d[name]
-    raise AttributeError(
-        f"'{type(self).__name__}' object has no attribute '{name}'")
-
   def __setattr__(self, name: str, value: Any) -> None:
     if not context.is_mutable(self):
       try:
@@ -236,18 +222,7 @@ class BaseModule(layout_lib.ModuleSlots):
         _adopt_init(self, name, value)
         return
       raise immutable_error(self, f"set attribute `{name}`")
-    d = layout_lib.fields(self)
-    is_data = layout_lib.classify(self, name, value) == layout_lib.DATA
-    d[name] = value
-    if "_pax_constructing" in d:
-      return  # The layout is fixed at the end of `__init__`.
-    children, layout = layout_lib.get_flat(self)
-    if is_data and name in layout.data and not layout.shape.mixed:
-      children = tuple(d[n] for n in layout.data)
-      layout_lib.set_flat(self, (children, layout))
-      layout_lib.clear_memo(self)
-    else:
-      layout_lib.refresh(self)
+    layout_lib.set_field(self, name, value)
 
   def __delattr__(self, name: str) -> None:
     if not context.is_mutable(self):
@@ -256,8 +231,7 @@ class BaseModule(layout_lib.ModuleSlots):
     if name not in d:
       raise AttributeError(name)
     del d[name]
-    if "_pax_constructing" not in d:
-      layout_lib.refresh(self)
+    layout_lib.refresh(self)
 
   def __reduce__(self):
     return layout_lib.rebuild, (type(self), layout_lib.field_values(self))

@@ -11,7 +11,7 @@ flattened form, `(children, layout)`, in a slot:
   aux data, so jit's caches tell apart modules whose static values differ
   and reuse one entry for modules that only differ in array values;
 - unflattening creates the object and stores `(children, layout)`; its
-  `__dict__` is filled from them on first attribute access. A pytree round
+  `__dict__` is filled from them on first field access (`LazyField`). A pytree round
   trip (every jitted call) then costs what JAX charges for dataclass nodes.
 
 Nothing is registered or cached per static value: a `Layout` lives as long
@@ -22,7 +22,7 @@ by writing `__dict__` behind the flat form's back.
 
 import dataclasses
 import weakref
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import numpy as np
@@ -50,7 +50,7 @@ class Shape:
       keeps that order.
     eager: fill `__dict__` when unflattening, not on first access: the class
       has an attribute named like a field (which attribute lookup would find
-      before asking for the field) or its own `__getattr__`.
+      before the field's `LazyField`) or its own `__getattr__`.
     new: creates an instance without `__init__` (`object.__new__`, or the
       class's own `__new__`).
     make: `(new, cls, eager)`, what `unflatten` reads, in one tuple.
@@ -79,15 +79,75 @@ _SHAPES: "weakref.WeakValueDictionary[Any, Shape]" = (
     weakref.WeakValueDictionary())
 
 
+class LazyField:
+  """A class attribute standing for an instance field until `__dict__` is
+  filled.
+
+  An unflattened module's `__dict__` starts empty (see the module
+  docstring). For each field name of its shape the class holds a `LazyField`
+  (a non-data descriptor): the first access of a field fills `__dict__` from
+  the flat form, and from then on the instance's own value is found first.
+  This keeps `__getattr__` off module classes, whose mere presence makes
+  every attribute read, the flatten's included, take a slower path.
+  Read on the class, it is absent: `hasattr(cls, name)` stays False.
+  """
+  __slots__ = ("name",)
+
+  def __init__(self, name: str):
+    self.name = name
+
+  def __get__(self, obj: Any, owner: Any = None) -> Any:
+    if obj is None:
+      raise AttributeError(
+          f"type object '{owner.__name__}' has no attribute '{self.name}'")
+    d = real_dict(obj)
+    if not d:
+      try:
+        fill(d, get_flat(obj))
+      except AttributeError:
+        pass  # Not constructed yet.
+    try:
+      return d[self.name]
+    except KeyError:
+      raise AttributeError(
+          f"'{type(obj).__name__}' object has no attribute "
+          f"'{self.name}'") from None
+
+
+def _class_attribute(cls: type, name: str) -> Any:
+  """What `name` is on `cls` (None if nothing), without calling descriptors."""
+  for klass in cls.__mro__:
+    if name in klass.__dict__:
+      return klass.__dict__[name]
+  return None
+
+
+def _lazy_or_eager(cls: type, order: Tuple[str, ...]) -> bool:
+  """Gives `cls` a `LazyField` per field name; True if a field must be
+  filled eagerly (a class attribute of that name would answer first)."""
+  eager = cls._pax_custom_getattr
+  for name in order:
+    found = _class_attribute(cls, name)
+    if found is None:
+      setattr(cls, name, LazyField(name))
+    elif not isinstance(found, LazyField):
+      eager = True
+  return eager
+
+
 def _shape(cls: type, data: Tuple[str, ...], static: Tuple[str, ...],
-           mixed: Tuple[str, ...], order: Tuple[str, ...]) -> Shape:
+           mixed: Tuple[str, ...], order: Tuple[str, ...],
+           parent: Optional[Shape] = None) -> Shape:
   # Not keyed by `order`: modules whose data and static names agree share a
   # treedef however their attributes interleave (a lazily built module and
   # an eagerly built one, say); `__dict__` then takes the first one's order.
   key = (cls, data, static, mixed)
   shape = _SHAPES.get(key)
   if shape is None:
-    eager = cls._pax_custom_getattr or any(hasattr(cls, n) for n in order)
+    # A shape one field longer than `parent` (a module being built) only
+    # needs its new name checked.
+    eager = (parent.eager | _lazy_or_eager(cls, order[-1:])
+             if parent is not None else _lazy_or_eager(cls, order))
     # `object.__new__(cls)` directly unless the class has its own `__new__`.
     new = (object.__new__ if cls.__new__ is object.__new__ else
            cls.__new__)
@@ -344,6 +404,53 @@ def refresh(module: "ModuleSlots") -> None:
   clear_memo(module)
 
 
+def _replaced(items: Tuple[Any, ...], i: int, value: Any) -> Tuple[Any, ...]:
+  return items[:i] + (value,) + items[i + 1:]
+
+
+def set_field(module: "ModuleSlots", name: str, value: Any) -> None:
+  """Sets one field and updates the flat form to match.
+
+  Only the new value is classified: a module being built sets its fields
+  one by one and its flat form is kept current all along, so re-reading
+  every field at each step would make construction quadratic.
+  """
+  d = fields(module)
+  kind = classify(module, name, value)
+  is_new = name not in d
+  d[name] = value
+  try:
+    children, layout = get_flat(module)
+  except AttributeError:
+    refresh(module)
+    return
+  shape = layout.shape
+  if kind == MIXED or shape.mixed:
+    refresh(module)
+    return
+  clear_memo(module)
+  if is_new:
+    order = tuple(shape.order) + (name,)
+    if kind == DATA:
+      new_shape = _shape(shape.cls, shape.data + (name,), shape.static, (),
+                         order, shape)
+      set_flat(module, (children + (value,), Layout(new_shape, layout.values)))
+    else:
+      new_shape = _shape(shape.cls, shape.data, shape.static + (name,), (),
+                         order, shape)
+      set_flat(module, (children, Layout(new_shape, layout.values + (value,))))
+  elif kind == DATA and name in shape.data:
+    i = shape.data.index(name)
+    set_flat(module, (_replaced(children, i, value), layout))
+  elif kind == STATIC and name in shape.static:
+    i = shape.static.index(name)
+    if layout.values[i] is not value:
+      set_flat(module, (children, Layout(
+          shape, _replaced(layout.values, i, value))))
+  else:  # The field changed between data and static.
+    refresh(module)
+
+
 def set_fields(module: "ModuleSlots", **values: Any) -> None:
   """Sets fields of a module being built or copied by the library."""
   fields(module).update(values)
@@ -392,9 +499,3 @@ def flatten_with_keys(module: "ModuleSlots"):
   children, layout = get_flat(module)
   keys = map(jax.tree_util.GetAttrKey, layout.data)
   return tuple(zip(keys, children)), layout
-
-
-def flatten_under_construction(module: "ModuleSlots"):
-  d = real_dict(module)
-  layout = _layout_of(module, d)
-  return children_of(d, layout.shape), layout
