@@ -203,7 +203,8 @@ def _write_checkpoint_of(config, directory, step=20):
   optimizer = pax.from_optax(models.make_optimizer(config))(
       model.parameters())
   checkpoint.save(os.path.join(directory, "checkpoints"), step,
-                  (model, optimizer), {"data": {}, "config_hash": "x"})
+                  {"model": model, "optimizer": optimizer},
+                  {"data": {}, "config_hash": "x"})
 
 
 def _resume_other_model(tmp):
@@ -239,15 +240,13 @@ _TREE = {"w": np.arange(6, dtype=np.float32).reshape(2, 3),
 
 def _all_checkpoints_damaged(tmp):
   checkpoint.save(tmp, 10, _TREE)
-  _truncate(os.path.join(checkpoint.checkpoint_path(tmp, 10),
-                         checkpoint.ARRAYS_FILE))
+  _truncate(checkpoint.array_files(checkpoint.checkpoint_path(tmp, 10))[0])
   checkpoint.restore_latest(tmp, like=_TREE)
 
 
 def _restore_damaged_step(tmp):
   checkpoint.save(tmp, 10, _TREE)
-  _truncate(os.path.join(checkpoint.checkpoint_path(tmp, 10),
-                         checkpoint.ARRAYS_FILE))
+  _truncate(checkpoint.array_files(checkpoint.checkpoint_path(tmp, 10))[0])
   checkpoint.restore(tmp, 10, like=_TREE)
 
 
@@ -843,27 +842,29 @@ class RecoveryCase(NamedTuple):
 
 
 def _arrays_of(path):
-  return os.path.join(path, checkpoint.ARRAYS_FILE)
+  return checkpoint.array_files(path)[0]
 
 
 def _metadata_of(path):
-  return os.path.join(path, checkpoint.METADATA_FILE)
+  return os.path.join(path, checkpoint.MANIFEST_FILE)
 
 
 RECOVERY_CASES = (
-    RecoveryCase("ckpt_arrays_truncated", "arrays.npz cut to half its size",
+    RecoveryCase("ckpt_arrays_truncated",
+                 "largest array file cut to half its size",
                  lambda p: _truncate(_arrays_of(p))),
-    RecoveryCase("ckpt_arrays_empty", "arrays.npz of 0 bytes",
+    RecoveryCase("ckpt_arrays_empty", "largest array file of 0 bytes",
                  lambda p: _truncate(_arrays_of(p), 0.0)),
-    RecoveryCase("ckpt_arrays_bit_flip", "one flipped byte in arrays.npz",
+    RecoveryCase("ckpt_arrays_bit_flip",
+                 "one flipped byte in the largest array file",
                  lambda p: _flip_byte(_arrays_of(p))),
-    RecoveryCase("ckpt_arrays_missing", "arrays.npz deleted",
+    RecoveryCase("ckpt_arrays_missing", "largest array file deleted",
                  lambda p: os.remove(_arrays_of(p))),
-    RecoveryCase("ckpt_metadata_truncated", "metadata.json cut in half",
+    RecoveryCase("ckpt_metadata_truncated", "pax_manifest.json cut in half",
                  lambda p: _truncate(_metadata_of(p))),
-    RecoveryCase("ckpt_metadata_edited", "metadata.json edited (checksum "
+    RecoveryCase("ckpt_metadata_edited", "pax_manifest.json edited (checksum "
                  "no longer matches)", lambda p: _edit_metadata(p)),
-    RecoveryCase("ckpt_metadata_missing", "metadata.json deleted",
+    RecoveryCase("ckpt_metadata_missing", "pax_manifest.json deleted",
                  lambda p: os.remove(_metadata_of(p))),
 )
 

@@ -5,8 +5,9 @@ workdir at a time is trained by `tests/reliability_crash_runner.py`
 subprocesses that die by SIGKILL at seeded random moments: either a random
 delay after the training loop starts (training, evaluating, writing metrics
 or checkpoints, or after the run ended), or forced at a chosen phase inside a
-checkpoint save (half-written arrays, missing or half-written metadata,
-before or after the atomic rename, while pruning old checkpoints). Each kill
+checkpoint save (orbax writing the arrays in its background thread, before
+orbax's atomic rename, after it but before the manifest, with the manifest
+half written, before or while pruning old checkpoints). Each kill
 is followed by a restart in the same workdir; a workdir whose run finishes is
 compared with the reference and a new one is started. After 20 kills the last
 workdir is run to completion. Every finished workdir must hold the reference's
@@ -32,8 +33,8 @@ from tools.trainer import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 RUNNER = os.path.join(ROOT, "tests", "reliability_crash_runner.py")
-PHASES = ("arrays_half", "metadata_empty", "metadata_half", "before_rename",
-          "after_rename", "during_prune")
+PHASES = ("mid_write", "before_commit", "before_manifest", "manifest_half",
+          "before_prune", "during_prune")
 NUM_KILLS = 20
 NUM_STEPS = 100  # configs/smoke.py: checkpoints every 20 steps, keeps 3.
 CHECKPOINT_EVERY = 20
@@ -42,13 +43,9 @@ SEED = 20240601
 
 def final_checkpoint(workdir):
   directory = os.path.join(workdir, "checkpoints")
-  step = checkpoint.latest_step(directory)
-  path = checkpoint.checkpoint_path(directory, step)
-  with np.load(os.path.join(path, checkpoint.ARRAYS_FILE)) as data:
-    leaves = [data[k] for k in sorted(data.files)]
-  with open(os.path.join(path, checkpoint.METADATA_FILE)) as f:
-    user = json.load(f)["user"]
-  return step, leaves, user
+  step = checkpoint.latest_step(directory, verify_integrity=True)
+  arrays = checkpoint.load_arrays(directory, step)
+  return step, arrays, checkpoint.read_metadata(directory, step)
 
 
 class CrashResumeTest(absltest.TestCase):
@@ -109,8 +106,9 @@ class CrashResumeTest(absltest.TestCase):
     step, leaves, user = final_checkpoint(workdir)
     ref_step, ref_leaves, ref_user = reference
     self.assertEqual(step, ref_step)
-    self.assertLen(leaves, len(ref_leaves))
-    for a, b in zip(leaves, ref_leaves):
+    self.assertEqual(sorted(leaves), sorted(ref_leaves))  # Same names.
+    for name in ref_leaves:
+      a, b = leaves[name], ref_leaves[name]
       self.assertEqual(a.dtype, b.dtype)
       np.testing.assert_array_equal(a, b)  # Bit-identical (same dtype).
       self.assertEqual(a.tobytes(), b.tobytes())
@@ -134,7 +132,8 @@ class CrashResumeTest(absltest.TestCase):
     chain = 0
     workdir = os.path.join(self.tmp, "chain_0")
     while len(kills) < NUM_KILLS:
-      latest = checkpoint.latest_step(os.path.join(workdir, "checkpoints"))
+      latest = checkpoint.latest_step(os.path.join(workdir, "checkpoints"),
+                                      verify_integrity=True)
       remaining = (NUM_STEPS - (latest or 0)) // CHECKPOINT_EVERY
       if remaining == 0:  # Done: the last kill came after the final save.
         self.run_to_completion(workdir)

@@ -1,9 +1,10 @@
 """Two processes on localhost (jax.distributed, gloo CPU collectives).
 
 Each test starts its own `tools/train.py` processes on 127.0.0.1 with a free
-port and 2 simulated CPU devices each (a 4-device global mesh), waits with
-a timeout, and kills them on failure. The result must match a one-process,
-one-device run of the same config (rtol 1e-5).
+port and 2 (or 4) simulated CPU devices each, waits with a timeout, and
+kills them on failure. The result must match a one-process run of the same
+config (rtol 1e-5). Checkpoints are orbax checkpoints: each process writes
+its own shards, and a run resumes on another process and device count.
 """
 
 import json
@@ -17,6 +18,7 @@ import time
 
 from absl.testing import absltest
 import numpy as np
+import tensorstore
 
 from tools.trainer import checkpoint
 from tools.trainer import train_lib
@@ -101,10 +103,33 @@ def run_processes(workdir=None, num_processes=2, devices_per_process=2,
 
 def final_leaves(workdir):
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  step = checkpoint.latest_step(ckpt_dir)
-  path = checkpoint.checkpoint_path(ckpt_dir, step)
-  with np.load(os.path.join(path, checkpoint.ARRAYS_FILE)) as data:
-    return step, [data[k] for k in sorted(data.files)]
+  step = checkpoint.latest_step(ckpt_dir, verify_integrity=True)
+  data = checkpoint.load_arrays(ckpt_dir, step)
+  return step, [data[k] for k in sorted(data)]
+
+
+def process_chunks(step_dir):
+  """{process index: {array: chunk ids}} of what each process wrote.
+
+  orbax's OCDBT format gives every process its own key-value store,
+  `arrays/ocdbt.process_<i>/`, holding the zarr chunks (one per shard) that
+  process wrote, under `<array name>/<chunk id>`.
+  """
+  arrays = os.path.join(step_dir, checkpoint.ARRAYS_ITEM)
+  out = {}
+  for name in os.listdir(arrays):
+    if not name.startswith("ocdbt.process_"):
+      continue
+    store = tensorstore.KvStore.open({
+        "driver": "ocdbt",
+        "base": "file://" + os.path.join(arrays, name) + "/"}).result()
+    chunks = {}
+    for key in store.list().result():
+      array, chunk = key.decode().rsplit("/", 1)
+      if not chunk.startswith("."):  # .zarray: the array's metadata.
+        chunks.setdefault(array, set()).add(chunk)
+    out[int(name.rsplit("_", 1)[1])] = chunks
+  return out
 
 
 def records(workdir):
@@ -164,8 +189,8 @@ class MultiHostTest(absltest.TestCase):
     for step in checkpoint.checkpoint_steps(ckpt_dir):
       if step > 60:
         shutil.rmtree(checkpoint.checkpoint_path(ckpt_dir, step))
-    # Both processes restore step 60; parameters split over 4 devices on 2
-    # processes are gathered for each checkpoint.
+    # Both processes restore step 60 into parameters split over 4 devices
+    # on 2 processes; each process then writes its own shards.
     results = run_processes(workdir,
                             extra_flags=["--config.param_sharding=sharded"])
     self.assert_ok(results)
@@ -175,6 +200,62 @@ class MultiHostTest(absltest.TestCase):
     # Records up to step 60 kept, later ones written once (by process 0).
     self.assertEqual([r["step"] for r in records(workdir)],
                      [r["step"] for r in records(self.one)])
+
+  def test_sharded_two_process_checkpoint_resumes_on_one_process(self):
+    # 2 processes x 4 devices, parameters split over all 8 devices: each
+    # process writes its own shards, nothing is gathered.
+    workdir = os.path.join(self.create_tempdir().full_path, "w")
+    results = run_processes(workdir, devices_per_process=4,
+                            extra_flags=["--config.param_sharding=sharded"])
+    self.assert_ok(results)
+    self.assertIn("on 8 device(s), 2 process(es)", results[0][1])
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    written = process_chunks(checkpoint.checkpoint_path(ckpt_dir, 60))
+    self.assertEqual(sorted(written), [0, 1])
+    # Every chunk (shard) was written once, by one process.
+    for array in set(written[0]) & set(written[1]):
+      self.assertEmpty(written[0][array] & written[1][array], array)
+    # The (64, 32) kernel and its Adam moments are split by rows over the 8
+    # devices (8 chunks of 8 rows); the mesh lists process 0's 4 devices
+    # first. Each process wrote exactly its 4 row blocks.
+    split = ["model.params.sequential/~/linear.w",
+             "optimizer.1.0.mu.sequential/~/linear.w",
+             "optimizer.1.0.nu.sequential/~/linear.w"]
+    for array in split:
+      self.assertEqual(written[0][array], {f"{i}.0" for i in range(4)})
+      self.assertEqual(written[1][array], {f"{i}.0" for i in range(4, 8)})
+    # Replicated leaves (biases, the small output kernel, counts) are
+    # written once, by one process.
+    names = set(written[0]) | set(written[1])
+    self.assertLen(names, len(checkpoint.load_arrays(ckpt_dir, 60)))
+    for array in names - set(split):
+      self.assertLen([i for i in written if array in written[i]], 1, array)
+
+    # Resume step 60 on 1 process x 8 devices: the next logged loss (step
+    # 70) and the final parameters match the 2-process run.
+    one = os.path.join(self.create_tempdir().full_path, "w")
+    shutil.copytree(workdir, one)
+    for step in checkpoint.checkpoint_steps(os.path.join(one, "checkpoints")):
+      if step > 60:
+        shutil.rmtree(checkpoint.checkpoint_path(
+            os.path.join(one, "checkpoints"), step))
+    proc = subprocess.run(
+        [sys.executable, TRAIN, f"--config={SMOKE}", f"--workdir={one}",
+         "--config.param_sharding=sharded"],
+        env=env_for_process(8), capture_output=True, text=True,
+        timeout=TIMEOUT_S, check=False)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-4000:])
+    self.assertIn("(step 60)", proc.stdout)
+    self.assertIn("on 8 device(s), 1 process(es)", proc.stdout)
+    want = {r["step"]: r for r in records(workdir)}
+    got = {r["step"]: r for r in records(one)}
+    self.assertEqual(sorted(got), sorted(want))
+    np.testing.assert_allclose(got[70]["train/loss"], want[70]["train/loss"],
+                               rtol=RTOL)
+    _, leaves_a = final_leaves(workdir)
+    _, leaves_b = final_leaves(one)
+    for a, b in zip(leaves_a, leaves_b):
+      np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL)
 
   def test_library_across_processes(self):
     results = run_processes(command=lambda address, n, i: [

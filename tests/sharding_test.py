@@ -51,9 +51,8 @@ def run_binary(workdir, num_simulated_devices, *flags):
 def final_leaves(workdir):
   ckpt_dir = os.path.join(workdir, "checkpoints")
   step = checkpoint.latest_step(ckpt_dir)
-  path = checkpoint.checkpoint_path(ckpt_dir, step)
-  with np.load(os.path.join(path, checkpoint.ARRAYS_FILE)) as data:
-    return step, [data[k] for k in sorted(data.files)]
+  data = checkpoint.load_arrays(ckpt_dir, step)
+  return step, [data[k] for k in sorted(data)]
 
 
 def curve(workdir, name):

@@ -1,8 +1,10 @@
 """Runs the trainer in a subprocess and SIGKILLs itself at a chosen moment.
 
 Usage: python tests/train_crash_helper.py CONFIG WORKDIR MODE STEP
-MODE: `after_save` kills right after checkpoint STEP is complete;
-`during_save` kills while checkpoint STEP's arrays are half written.
+MODE: `after_save` kills right after checkpoint STEP is complete (committed
+by orbax and its manifest written); `during_save` kills while checkpoint
+STEP is written but not committed (its temporary directory is complete, the
+atomic rename has not happened).
 """
 
 import os
@@ -11,11 +13,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from orbax.checkpoint._src.path import atomicity  # pylint: disable=wrong-import-position
 
-from ml_collections import config_flags  # pylint: disable=wrong-import-position
-from tools.trainer import checkpoint  # pylint: disable=wrong-import-position
+from tools.trainer import checkpoint_manifest  # pylint: disable=wrong-import-position
 from tools.trainer import train_lib  # pylint: disable=wrong-import-position
+
+
+def _die():
+  sys.stdout.flush()
+  os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main():
@@ -23,23 +30,22 @@ def main():
   kill_step = int(kill_step)
   config = config_flags.config_flags._ConfigFileParser("config").parse(  # pylint: disable=protected-access
       config_path)
-  original_save = checkpoint.save
-  original_savez = np.savez
+  original_write = checkpoint_manifest.write
+  original_finalize = atomicity.AtomicRenameTemporaryPath.finalize
 
-  def save(directory, step, tree, metadata=None, **kwargs):
-    if mode == "during_save" and step == kill_step:
-      def savez_and_die(f, **arrays):
-        names = sorted(arrays)
-        original_savez(f, **{n: arrays[n] for n in names[:len(names) // 2]})
-        f.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-      np.savez = savez_and_die
-    path = original_save(directory, step, tree, metadata, **kwargs)
+  def write(step_dir, step, leaves):
+    original_write(step_dir, step, leaves)
     if mode == "after_save" and step == kill_step:
-      os.kill(os.getpid(), signal.SIGKILL)
-    return path
+      _die()
 
-  checkpoint.save = save
+  async def finalize(self, *args, **kwargs):
+    # Runs in orbax's background thread; SIGKILL ends the whole process.
+    if mode == "during_save" and self._final_path.name == str(kill_step):  # pylint: disable=protected-access
+      _die()
+    return await original_finalize(self, *args, **kwargs)
+
+  checkpoint_manifest.write = write
+  atomicity.AtomicRenameTemporaryPath.finalize = finalize
   train_lib.train_and_evaluate(config, workdir)
 
 

@@ -22,10 +22,10 @@ HELPER = os.path.join(ROOT, "tests", "train_crash_helper.py")
 
 
 def final_leaves(workdir):
-  step = checkpoint.latest_step(os.path.join(workdir, "checkpoints"))
-  path = checkpoint.checkpoint_path(os.path.join(workdir, "checkpoints"), step)
-  with np.load(os.path.join(path, checkpoint.ARRAYS_FILE)) as data:
-    return step, [data[k] for k in sorted(data.files)]
+  directory = os.path.join(workdir, "checkpoints")
+  step = checkpoint.latest_step(directory)
+  data = checkpoint.load_arrays(directory, step)
+  return step, [data[k] for k in sorted(data)]
 
 
 def run_helper(workdir, mode, step):

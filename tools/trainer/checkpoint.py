@@ -1,27 +1,32 @@
-"""Crash-safe checkpoints of a pytree of arrays plus JSON metadata.
+"""The trainer's checkpoints: orbax, Haiku-named arrays, verified on restore.
 
-A checkpoint is a directory `<directory>/ckpt_<step>/` holding
+A checkpoint of step S is the orbax step directory `<directory>/S/` written
+by `orbax.checkpoint.CheckpointManager` (atomic commit: a temporary
+directory renamed into place) with two items:
 
-* `arrays.npz`: the pytree's leaves as `leaf_00000`, `leaf_00001`, ... in
-  `jax.tree_util` flattening order (plain `.npz`, read with
-  `allow_pickle=False`; no pickle anywhere);
-* `metadata.json`: the step, each leaf's path/shape/dtype, the sha256 of
-  `arrays.npz`, the caller's JSON-able metadata (data position, RNG,
-  config hash, ...) and a sha256 of the metadata itself.
+* `arrays`: a nested dict of arrays under semantic names (see
+  `checkpoint_names`): a pax module's Haiku params/state dicts
+  (`model/params/<module_path>/<name>`), an optimizer's optax state under
+  its fields (`optimizer/1/mu/<module_path>/<name>`). In a multi-process
+  job every process writes its own shards of `jax.Array`s; nothing is
+  gathered.
+* `meta`: the caller's JSON metadata (data position, RNG, config hash).
 
-Safety (see `save`): a checkpoint is written into a hidden temporary
-directory, every file and the directory are fsync'ed, and only then is the
-directory renamed to `ckpt_<step>` (an atomic `rename(2)`). A process killed
-at any moment therefore leaves either the complete new checkpoint or none;
-leftover temporary directories never match `ckpt_<step>` and are removed by
-the next `save`. On load the metadata checksum and the arrays' sha256 are
-verified: `restore_latest` skips a corrupted or truncated checkpoint with a
-warning and uses the previous good one. The expected structure (`like`) is
-checked leaf by leaf, so a checkpoint of a different model is a clear
-`ValueError`, never a silent wrong load.
+After orbax commits, `pax_manifest.json` (sizes and sha256 of every file,
+name/shape/dtype of every array) is added; only steps with a valid manifest
+are restored (`checkpoint_manifest`). Then old steps beyond `keep` are
+removed (renamed away first, so a kill mid-delete never leaves a step
+that looks whole). `restore_latest` skips a damaged or unfinished step with
+a warning and uses the previous one. `like` (a fresh `(model, optimizer)`)
+gives the names, shapes, dtypes and, for `jax.Array` leaves, the target
+shardings: a checkpoint restores onto any mesh and any process count, and a
+checkpoint of another model is a `ValueError` naming the first differing
+path.
 
-Only one process may write to a checkpoint directory (in a multi-process job:
-process 0, after gathering arrays that are not fully addressable).
+Open one without pax_haiku (plain orbax + Haiku):
+
+    tree = ocp.StandardCheckpointer().restore(f"{ckpt_dir}/{step}/arrays")
+    params, state = tree["model"]["params"], tree["model"]["state"]
 
 >>> import tempfile
 >>> import numpy as np
@@ -36,48 +41,38 @@ process 0, after gathering arrays that are not fully addressable).
 (100, {'epoch': 1, 'index': 4}, (2, 3))
 """
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
-from typing import (Any, Dict, List, Mapping, NamedTuple, Optional, Sequence,
-                    Tuple)
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
+import orbax.checkpoint as ocp
 
-from pax_haiku._src import atomic_write
+from tools.trainer import checkpoint_legacy
+from tools.trainer import checkpoint_manifest
+from tools.trainer import checkpoint_names as names_lib
 
 __all__ = [
-    "CheckpointError",
-    "Restored",
-    "checkpoint_path",
-    "checkpoint_steps",
-    "cleanup",
-    "json_sha256",
-    "latest_step",
-    "restore",
-    "restore_latest",
-    "save",
-    "verify",
+    "ARRAYS_ITEM", "META_ITEM", "MANIFEST_FILE", "CheckpointError",
+    "CheckpointManager", "Restored", "checkpoint_path", "checkpoint_steps",
+    "array_files", "json_sha256", "latest_step", "load_arrays",
+    "read_metadata", "restore", "restore_latest", "save", "verify",
 ]
 
-FORMAT = "pax_haiku.trainer.checkpoint/1"
-ARRAYS_FILE = "arrays.npz"
-METADATA_FILE = "metadata.json"
-_CKPT_RE = re.compile(r"^ckpt_(\d+)$")
-# Names of interrupted saves' leftovers (see `atomic_write`).
-_TMP_PREFIX = atomic_write.TMP_PREFIX + "ckpt_"
-_TRASH_PREFIX = atomic_write.TRASH_PREFIX + "ckpt_"
-_ABANDONED_PREFIX = "abandoned_ckpt_"
-_HASH_CHUNK = 1 << 20
-
-
-class CheckpointError(ValueError):
-  """A checkpoint that is missing files, truncated or corrupted."""
+ARRAYS_ITEM = "arrays"
+META_ITEM = "meta"
+MANIFEST_FILE = checkpoint_manifest.MANIFEST_FILE
+CheckpointError = checkpoint_manifest.CheckpointError
+json_sha256 = checkpoint_manifest.json_sha256
+_TRASH_PREFIX = ".trash_step_"
+_ABANDONED_PREFIX = "abandoned_step_"
+CONVERT_COMMAND = ("python3 tools/convert_checkpoint.py --config=CONFIG "
+                   "--workdir=WORKDIR")
 
 
 class Restored(NamedTuple):
@@ -85,13 +80,13 @@ class Restored(NamedTuple):
 
   Attributes:
     step: its step.
-    leaves: the arrays (NumPy), in the flattening order of `like`.
+    leaves: the arrays, in the flattening order of `like`.
     tree: `leaves` unflattened with the treedef of `like`.
     metadata: the caller's metadata dict given to `save`.
-    path: the checkpoint directory.
+    path: the checkpoint (step) directory.
   """
   step: int
-  leaves: List[np.ndarray]
+  leaves: List[Any]
   tree: Any
   metadata: Dict[str, Any]
   path: str
@@ -99,259 +94,315 @@ class Restored(NamedTuple):
 
 def checkpoint_path(directory: str, step: int) -> str:
   """The path of the checkpoint of `step` in `directory`."""
-  return os.path.join(directory, f"ckpt_{int(step)}")
-
-
-def json_sha256(obj: Any) -> str:
-  """sha256 hex digest of `obj` as canonical JSON (sorted keys).
-
-  Handy for a config hash: `json_sha256(config.to_dict())`.
-
-  >>> json_sha256({"b": 1, "a": [2]}) == json_sha256({"a": [2], "b": 1})
-  True
-  """
-  text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-  return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _file_sha256(path: str) -> Tuple[str, int]:
-  h = hashlib.sha256()
-  size = 0
-  with open(path, "rb") as f:
-    while True:
-      chunk = f.read(_HASH_CHUNK)
-      if not chunk:
-        break
-      h.update(chunk)
-      size += len(chunk)
-  return h.hexdigest(), size
-
-
-def _resolve_dtype(name: str) -> np.dtype:
-  try:
-    return np.dtype(name)
-  except TypeError:
-    import ml_dtypes  # pylint: disable=g-import-not-at-top  (a jax dependency)
-    if not hasattr(ml_dtypes, name):
-      raise
-    return np.dtype(getattr(ml_dtypes, name))
-
-
-def _leaf_spec(leaf: Any) -> Tuple[Tuple[int, ...], str]:
-  """(shape, dtype name) of an array-like, without copying device arrays."""
-  if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
-    return tuple(int(d) for d in leaf.shape), np.dtype(leaf.dtype).name
-  a = np.asarray(leaf)
-  return a.shape, a.dtype.name
-
-
-def _check_not_key(leaf: Any, name: str) -> None:
-  dtype = getattr(leaf, "dtype", None)
-  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-    raise TypeError(
-        f"Checkpoint leaf {name} is a typed PRNG key array; store its raw "
-        "data instead: jax.random.key_data(key) (and rebuild it with "
-        "jax.random.wrap_key_data after restoring).")
-
-
-def _to_storable(leaf: Any, name: str) -> np.ndarray:
-  """The leaf as a NumPy array that `.npz` stores without pickle."""
-  array = np.asarray(jax.device_get(leaf))
-  if array.dtype.kind in "biufc":
-    return array
-  if array.dtype.kind == "V" and array.dtype.names is None and (
-      array.dtype.itemsize in (1, 2, 4, 8)):
-    # ml_dtypes (bfloat16, float8_*, int4 ...): store the raw bits.
-    _resolve_dtype(array.dtype.name)  # fails if it cannot be read back
-    return array.view(np.dtype(f"u{array.dtype.itemsize}"))
-  raise TypeError(
-      f"Checkpoint leaf {name} has dtype {array.dtype} which a checkpoint "
-      "cannot store without pickle. Leaves must be numeric arrays (bool, "
-      "int, float, complex, bfloat16, ...); convert other leaves, or keep "
-      "them in the JSON metadata instead.")
-
-
-def _names(paths: Sequence[Any]) -> List[str]:
-  return [jax.tree_util.keystr(p) if p else "<root>" for p in paths]
-
-
-def cleanup(directory: str) -> List[str]:
-  """Removes leftover temporary/trash directories of interrupted saves.
-
-  `save` calls this first. Only call it while no other process is saving
-  into `directory`.
-
-  Returns:
-    The names of the removed entries.
-  """
-  removed = []
-  if not os.path.isdir(directory):
-    return removed
-  for name in sorted(os.listdir(directory)):
-    if name.startswith((_TMP_PREFIX, _TRASH_PREFIX)):
-      shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
-      removed.append(name)
-  return removed
+  return os.path.join(directory, str(int(step)))
 
 
 def checkpoint_steps(directory: str) -> List[int]:
-  """Steps of the `ckpt_<step>` directories in `directory`, ascending.
+  """Steps of the committed step directories in `directory`, ascending.
 
   Names only: see `verify` / `restore_latest` for integrity.
   """
   if not os.path.isdir(directory):
     return []
-  steps = []
-  for name in os.listdir(directory):
-    match = _CKPT_RE.match(name)
-    if match and os.path.isdir(os.path.join(directory, name)):
-      steps.append(int(match.group(1)))
-  return sorted(steps)
+  return sorted(int(n) for n in os.listdir(directory)
+                if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
 
 
-def _move_aside(directory: str, name: str, prefix: str) -> str:
-  """Renames `directory/name` to a fresh `prefix...` name; returns it."""
-  target = os.path.join(directory, f"{prefix}{name}.{uuid.uuid4().hex[:8]}")
-  os.rename(os.path.join(directory, name), target)
-  return target
+def _check_not_legacy(directory: str) -> None:
+  old = checkpoint_legacy.legacy_steps(directory)
+  if old and not checkpoint_steps(directory):
+    workdir = os.path.dirname(os.path.abspath(directory))
+    raise ValueError(
+        f"{directory} holds checkpoints in the trainer's old format "
+        f"(ckpt_{old[-1]}/arrays.npz, leaves by position), which this "
+        "version reads only to convert them.\nFix: convert them once, with "
+        "the config they were trained with: `python3 "
+        f"tools/convert_checkpoint.py --config=CONFIG --workdir={workdir}` "
+        "(then rerun; the old ones are kept under ckpt_<step>).")
+
+
+def _as_saveable(leaf: Any) -> Any:
+  if isinstance(leaf, (jax.Array, np.ndarray)):
+    return leaf
+  return np.asarray(leaf)
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"pax_haiku.checkpoint.{name}")
+
+
+class CheckpointManager:
+  """Saves and restores the checkpoints of one directory (see module doc).
+
+  Every process of a multi-process job creates one on the same directory
+  and calls `save`/`restore_latest`/`close` together.
+
+  Args:
+    directory: checkpoint directory (created if missing).
+    keep: how many of the newest checkpoints to keep (None: all).
+    async_save: if True, `save` returns once the arrays are copied off the
+      devices; files are written in the background. The manifest of a step is
+      written when the next `save` (or `wait_until_finished`/`close`) finds
+      its commit done; a kill before that leaves a step without manifest,
+      which restore skips (the previous step is used).
+  """
+
+  def __init__(self, directory: str, *, keep: Optional[int] = 3,
+               async_save: bool = False):
+    if keep is not None and (isinstance(keep, bool) or
+                             not isinstance(keep, int) or keep < 1):
+      raise ValueError(f"keep must be a positive int or None, got {keep!r}.")
+    self.directory = os.path.abspath(directory)
+    self.keep = keep
+    self._primary = jax.process_index() == 0
+    self._async = async_save
+    self._pending: Optional[tuple] = None
+    self._manager: Optional[ocp.CheckpointManager] = None
+
+  def _orbax(self) -> ocp.CheckpointManager:
+    if self._manager is None:
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=None,  # Pruned by `_prune`, after the manifest.
+          enable_async_checkpointing=self._async,
+          cleanup_tmp_directories=True, create=True)
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=options, item_names=(ARRAYS_ITEM, META_ITEM))
+    return self._manager
+
+  # -- saving -------------------------------------------------------------
+
+  def save(self, step: int, tree: Any,
+           metadata: Optional[Mapping[str, Any]] = None) -> str:
+    """Writes checkpoint `step` of `tree` (a pytree of arrays and pax
+    modules) and `metadata` (JSON-serialisable); returns its path.
+
+    A checkpoint of the same step is replaced; checkpoints of later steps
+    (from a run that resumed from an earlier checkpoint) are renamed to
+    `abandoned_step_<step>`, so nothing is lost.
+
+    Raises:
+      TypeError: for a leaf that cannot be stored or metadata that is not
+        JSON-serialisable.
+    """
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or (
+        step < 0):
+      raise ValueError(f"step must be a non-negative int, got {step!r}.")
+    step = int(step)
+    user = dict(metadata or {})
+    try:
+      user = json.loads(json.dumps(user))
+    except (TypeError, ValueError) as e:
+      raise TypeError(
+          f"Checkpoint metadata must be JSON-serialisable: {e}. Convert arrays "
+          "and NumPy scalars to Python values first (e.g. int(x), "
+          "x.tolist()).") from e
+    names = names_lib.leaf_names(tree)
+    leaves = jax.tree_util.tree_leaves(tree)
+    specs = names_lib.specs(names, leaves)
+    self.wait_until_finished()
+    self._make_room(step)
+    nested = names_lib.add_module_dicts(tree, names_lib.nest(
+        names, [_as_saveable(leaf) for leaf in leaves]))
+    self._orbax().save(step, args=ocp.args.Composite(**{
+        ARRAYS_ITEM: ocp.args.StandardSave(nested),
+        META_ITEM: ocp.args.JsonSave(user)}), force=True)
+    self._pending = (step, specs)
+    if not self._async:
+      self.wait_until_finished()
+    return checkpoint_path(self.directory, step)
+
+  def wait_until_finished(self) -> None:
+    """Waits for a background save; writes its manifest and prunes."""
+    if self._manager is not None:
+      self._manager.wait_until_finished()
+    if self._pending is None:
+      return
+    step, specs = self._pending
+    self._pending = None
+    if self._primary:
+      checkpoint_manifest.write(checkpoint_path(self.directory, step), step,
+                                specs)
+      self._prune()
+    _sync(f"manifest_{step}")
+
+  def close(self) -> None:
+    """Finishes a background save and releases orbax's threads."""
+    self.wait_until_finished()
+    if self._manager is not None:
+      self._manager.close()
+      self._manager = None
+
+  def _make_room(self, step: int) -> None:
+    """Moves away checkpoints of `step` and later steps (primary only)."""
+    moved = False
+    if self._primary:
+      for other in checkpoint_steps(self.directory):
+        if other < step:
+          continue
+        src = checkpoint_path(self.directory, other)
+        if other == step:
+          trash = os.path.join(self.directory,
+                               f"{_TRASH_PREFIX}{other}.{uuid.uuid4().hex[:8]}")
+          os.rename(src, trash)
+          shutil.rmtree(trash, ignore_errors=True)
+        else:
+          aside = os.path.join(self.directory, f"{_ABANDONED_PREFIX}{other}")
+          n = 0
+          while os.path.exists(aside):
+            n += 1
+            aside = os.path.join(self.directory,
+                                 f"{_ABANDONED_PREFIX}{other}.{n}")
+          logging.warning(
+              "Checkpoint %s has a step above the step %d being saved "
+              "(training resumed from an earlier checkpoint); renaming it to "
+              "%s.", src, step, aside)
+          os.rename(src, aside)
+        moved = True
+    moved = bool(multihost_utils.process_allgather(np.int32(moved)).max()) if (
+        jax.process_count() > 1) else moved
+    if moved and self._manager is not None:
+      self._manager.reload()
+
+  def _prune(self) -> None:
+    """Deletes all but the newest `keep` steps and leftover trash."""
+    for name in os.listdir(self.directory):
+      if name.startswith(_TRASH_PREFIX):
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    if self.keep is None:
+      return
+    for old in checkpoint_steps(self.directory)[:-self.keep]:
+      trash = os.path.join(self.directory,
+                           f"{_TRASH_PREFIX}{old}.{uuid.uuid4().hex[:8]}")
+      os.rename(checkpoint_path(self.directory, old), trash)
+      shutil.rmtree(trash, ignore_errors=True)
+    if self._manager is not None:
+      self._manager.reload()
+
+  # -- restoring ------------------------------------------------------------
+
+  def restore(self, step: int, like: Any) -> Restored:
+    """Loads checkpoint `step` into the structure of `like`.
+
+    Args:
+      step: which checkpoint.
+      like: a pytree with the expected leaves (arrays, or anything with
+        `.shape` and `.dtype` such as `jax.ShapeDtypeStruct`), e.g. a freshly
+        built (and placed) `(model, optimizer)`. `jax.Array` leaves (and
+        `ShapeDtypeStruct`s with a sharding) are restored as `jax.Array`s
+        with their sharding; other leaves as NumPy arrays.
+
+    Raises:
+      CheckpointError: if the checkpoint is missing, unfinished or damaged.
+      ValueError: if its arrays differ from `like` (the message names the
+        first differing path, with both shapes and dtypes).
+    """
+    path = checkpoint_path(self.directory, step)
+    try:
+      return self._restore(path, step, like)
+    except CheckpointError as e:
+      raise CheckpointError(
+          f"{e}\nFix: restore an intact checkpoint instead "
+          "(`restore_latest` skips damaged ones), or move this one away; "
+          "`verify(directory, step)` checks one without loading it.") from e
+
+  def _restore(self, path: str, step: int, like: Any) -> Restored:
+    if not os.path.isdir(path):
+      raise CheckpointError(f"{path} does not exist.")
+    body = checkpoint_manifest.read_verified(path, step)
+    names = names_lib.leaf_names(like)
+    like_leaves, treedef = jax.tree_util.tree_flatten(like)
+    names_lib.check_like(body["leaves"], names, like_leaves, path)
+    targets = [names_lib.restore_target(leaf) for leaf in like_leaves]
+    target = names_lib.add_module_dicts(like, names_lib.nest(names, targets))
+    try:
+      with ocp.StandardCheckpointer() as ckptr:
+        nested = ckptr.restore(os.path.join(path, ARRAYS_ITEM), target)
+      with open(os.path.join(path, META_ITEM, "metadata")) as f:
+        user = json.load(f)
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(f"{path} cannot be read ({e}).") from e
+    flat = names_lib.unnest(nested)
+    leaves = [flat[n] for n in names]
+    return Restored(step=step, leaves=leaves,
+                    tree=jax.tree_util.tree_unflatten(treedef, leaves),
+                    metadata=user, path=path)
+
+  def restore_latest(self, like: Any) -> Optional[Restored]:
+    """Loads the newest intact checkpoint (see `restore`).
+
+    A damaged or unfinished checkpoint is reported with a warning (absl
+    logging) and the previous one is tried. A structure mismatch is an error
+    (it is not a damaged file: falling back would silently load another
+    run).
+
+    Returns:
+      The `Restored` checkpoint, or None if the directory holds none.
+
+    Raises:
+      ValueError: if the newest intact checkpoint does not match `like`, or
+        the directory holds only checkpoints of the old format (the message
+        gives the conversion command).
+      CheckpointError: if there are checkpoints but none is intact (nothing
+        is deleted; move them away to start from scratch).
+    """
+    _check_not_legacy(self.directory)
+    problems = []
+    for step in reversed(checkpoint_steps(self.directory)):
+      try:
+        restored = self.restore(step, like)
+      except CheckpointError as e:
+        logging.warning("Skipping damaged checkpoint %s: %s Trying the "
+                        "previous one.", checkpoint_path(self.directory, step),
+                        e)
+        problems.append(f"{step}: {e}")
+        continue
+      if problems:
+        logging.warning("Restored checkpoint %s after skipping %d damaged "
+                        "newer one(s).", restored.path, len(problems))
+      return restored
+    if problems:
+      raise CheckpointError(
+          f"All {len(problems)} checkpoints in {self.directory} are damaged:"
+          "\n  " + "\n  ".join(problems) + "\nMove them away (or use a new "
+          "workdir) to start from scratch.")
+    return None
+
+
+# -- one-call helpers (a manager per call; synchronous) ------------------------
 
 
 def save(directory: str, step: int, tree: Any,
          metadata: Optional[Mapping[str, Any]] = None, *,
          keep: Optional[int] = 3) -> str:
-  """Atomically writes checkpoint `ckpt_<step>` of `tree` and `metadata`.
-
-  Steps: remove leftovers of interrupted saves; write `arrays.npz` and
-  `metadata.json` into a hidden temporary directory; fsync both files and
-  the directory; rename it to `ckpt_<step>` (replacing an existing
-  checkpoint of the same step); fsync `directory`; delete all but the
-  newest `keep` checkpoints. Checkpoints with a step *above* `step` belong to
-  a run that was abandoned (training resumed from an earlier checkpoint, e.g.
-  because a newer one was corrupted): they are renamed to
-  `abandoned_ckpt_<step>` so that they neither shadow nor get counted as the
-  newest, and nothing is lost.
-
-  Args:
-    directory: checkpoint directory (created if missing).
-    step: non-negative training step.
-    tree: any pytree of arrays (e.g. `{"model": model, "optimizer": opt}`).
-      Leaves are fetched with `jax.device_get`; they must be numeric.
-    metadata: JSON-serialisable dict returned by `restore*` as is.
-    keep: how many of the newest checkpoints to keep (None: all).
-
-  Returns:
-    The path of the written checkpoint.
-
-  Raises:
-    TypeError: for a leaf that cannot be stored or metadata that is not
-      JSON-serialisable.
-  """
-  if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or (
-      step < 0):
-    raise ValueError(f"step must be a non-negative int, got {step!r}.")
-  step = int(step)
-  if keep is not None and (not isinstance(keep, int) or keep < 1):
-    raise ValueError(f"keep must be a positive int or None, got {keep!r}.")
-  user = dict(metadata or {})
+  """`CheckpointManager(directory, keep=keep).save(step, tree, metadata)`."""
+  manager = CheckpointManager(directory, keep=keep)
   try:
-    json.dumps(user)
-  except (TypeError, ValueError) as e:
-    raise TypeError(
-        f"Checkpoint metadata must be JSON-serialisable: {e}. Convert arrays "
-        "and NumPy scalars to Python values first (e.g. int(x), "
-        "x.tolist()).") from e
-  path_leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  names = _names([p for p, _ in path_leaves])
-  arrays = {}
-  specs = []
-  for i, ((_, leaf), name) in enumerate(zip(path_leaves, names)):
-    _check_not_key(leaf, f"{i} ({name})")
-    shape, dtype = _leaf_spec(leaf)
-    stored = _to_storable(leaf, f"{i} ({name})")
-    arrays[f"leaf_{i:05d}"] = stored
-    specs.append({"path": name, "shape": list(shape), "dtype": dtype})
-
-  os.makedirs(directory, exist_ok=True)
-  cleanup(directory)
-  final = checkpoint_path(directory, step)
-  # No fsync below: atomic_directory fsyncs both files and the temporary
-  # directory before renaming it to `final`, then fsyncs `directory`.
-  with atomic_write.atomic_directory(final) as tmp:
-    arrays_path = os.path.join(tmp, ARRAYS_FILE)
-    with open(arrays_path, "wb") as f:
-      np.savez(f, **arrays)
-    digest, size = _file_sha256(arrays_path)
-    body = {"format": FORMAT, "step": step, "arrays_file": ARRAYS_FILE,
-            "arrays_sha256": digest, "arrays_bytes": size, "leaves": specs,
-            "user": user}
-    record = dict(body, metadata_sha256=json_sha256(body))
-    with open(os.path.join(tmp, METADATA_FILE), "w") as f:
-      json.dump(record, f, sort_keys=True)
-    # Newer checkpoints are from an abandoned timeline; replacing one of the
-    # same step keeps the others intact at every moment.
-    for other in checkpoint_steps(directory):
-      if other > step:
-        aside = os.path.join(directory, f"{_ABANDONED_PREFIX}{other}")
-        n = 0
-        while os.path.exists(aside):
-          n += 1
-          aside = os.path.join(directory, f"{_ABANDONED_PREFIX}{other}.{n}")
-        logging.warning(
-            "Checkpoint %s has a step above the step %d being saved (training "
-            "resumed from an earlier checkpoint); renaming it to %s.",
-            checkpoint_path(directory, other), step, aside)
-        os.rename(checkpoint_path(directory, other), aside)
-  if keep is not None:
-    for old in checkpoint_steps(directory)[:-keep]:
-      shutil.rmtree(_move_aside(directory, f"ckpt_{old}",
-                                atomic_write.TRASH_PREFIX),
-                    ignore_errors=True)
-  return final
+    return manager.save(step, tree, metadata)
+  finally:
+    manager.close()
 
 
-def _read_metadata(path: str) -> Dict[str, Any]:
-  meta_path = os.path.join(path, METADATA_FILE)
-  try:
-    with open(meta_path, "r") as f:
-      record = json.load(f)
-  except FileNotFoundError as e:
-    raise CheckpointError(f"{meta_path} is missing.") from e
-  except (OSError, ValueError) as e:
-    raise CheckpointError(f"{meta_path} is not readable JSON ({e}).") from e
-  if not isinstance(record, dict) or "metadata_sha256" not in record:
-    raise CheckpointError(f"{meta_path} is not checkpoint metadata.")
-  body = {k: v for k, v in record.items() if k != "metadata_sha256"}
-  if json_sha256(body) != record["metadata_sha256"]:
-    raise CheckpointError(f"{meta_path} fails its checksum (corrupted).")
-  if body.get("format") != FORMAT:
-    raise CheckpointError(f"{meta_path} has format {body.get('format')!r}, "
-                          f"expected {FORMAT!r}.")
-  return body
+def restore(directory: str, step: int, like: Any) -> Restored:
+  """`CheckpointManager(directory).restore(step, like)`."""
+  return CheckpointManager(directory).restore(step, like)
+
+
+def restore_latest(directory: str, like: Any) -> Optional[Restored]:
+  """`CheckpointManager(directory).restore_latest(like)`."""
+  return CheckpointManager(directory).restore_latest(like)
 
 
 def verify(directory: str, step: int) -> Dict[str, Any]:
-  """Checks the integrity of checkpoint `step`; returns its metadata record.
+  """Checks the integrity of checkpoint `step`; returns its manifest.
 
   Raises:
-    CheckpointError: if a file is missing, truncated or corrupted.
+    CheckpointError: if it is missing, unfinished, truncated or corrupted.
   """
   path = checkpoint_path(directory, step)
   if not os.path.isdir(path):
     raise CheckpointError(f"{path} does not exist.")
-  body = _read_metadata(path)
-  if body.get("step") != step:
-    raise CheckpointError(f"{path} holds metadata of step {body.get('step')}.")
-  arrays_path = os.path.join(path, body["arrays_file"])
-  try:
-    digest, size = _file_sha256(arrays_path)
-  except OSError as e:
-    raise CheckpointError(f"{arrays_path} is not readable ({e}).") from e
-  if size != body["arrays_bytes"] or digest != body["arrays_sha256"]:
-    raise CheckpointError(
-        f"{arrays_path} is corrupted or truncated: {size} bytes with sha256 "
-        f"{digest[:12]}..., expected {body['arrays_bytes']} bytes with sha256 "
-        f"{body['arrays_sha256'][:12]}....")
-  return body
+  return checkpoint_manifest.read_verified(path, step)
 
 
 def latest_step(directory: str, verify_integrity: bool = False
@@ -360,8 +411,7 @@ def latest_step(directory: str, verify_integrity: bool = False
 
   Args:
     directory: checkpoint directory (may not exist).
-    verify_integrity: if True, skip checkpoints that fail `verify` (reads
-      every skipped checkpoint and the returned one in full).
+    verify_integrity: if True, skip checkpoints that fail `verify`.
   """
   for step in reversed(checkpoint_steps(directory)):
     if not verify_integrity:
@@ -374,130 +424,32 @@ def latest_step(directory: str, verify_integrity: bool = False
   return None
 
 
-def _check_like(body: Mapping[str, Any], like: Any, path: str
-                ) -> Tuple[Any, List[Tuple[Tuple[int, ...], np.dtype]]]:
-  """Compares the saved leaves with `like`; returns (treedef, specs)."""
-  path_leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
-  want_names = _names([p for p, _ in path_leaves])
-  saved = body["leaves"]
-  hint = ("The checkpoint was probably written for a different model or "
-          "config, or by another version of the code (leaf order is part of "
-          "the layout). Resume with the config it was written with, or use a "
-          "new workdir (or move the checkpoints away) to start from scratch.")
-  specs = []
-  for i, ((_, leaf), name) in enumerate(zip(path_leaves, want_names)):
-    _check_not_key(leaf, f"{i} ({name})")
-    if i >= len(saved):
-      raise ValueError(
-          f"Checkpoint {path} has {len(saved)} leaves but {len(path_leaves)} "
-          f"are expected; the first missing one is leaf {i} ({name}). {hint}")
-    shape, dtype = _leaf_spec(leaf)
-    s = saved[i]
-    if tuple(s["shape"]) != shape or s["dtype"] != dtype:
-      raise ValueError(
-          f"Checkpoint {path} does not match the expected structure at leaf "
-          f"{i} ({name}): the checkpoint has shape {tuple(s['shape'])} dtype "
-          f"{s['dtype']} (saved as {s['path']}), expected shape {shape} dtype "
-          f"{dtype}. {hint}")
-    specs.append((shape, _resolve_dtype(dtype)))
-  if len(saved) != len(path_leaves):
-    raise ValueError(
-        f"Checkpoint {path} has {len(saved)} leaves but {len(path_leaves)} "
-        f"are expected; the first extra one is leaf {len(path_leaves)} (saved "
-        f"as {saved[len(path_leaves)]['path']}). {hint}")
-  return treedef, specs
+def load_arrays(directory: str, step: int) -> Dict[str, np.ndarray]:
+  """`{name: array}` of verified checkpoint `step`, as stored (NumPy)."""
+  verify(directory, step)
+  path = os.path.join(checkpoint_path(directory, step), ARRAYS_ITEM)
+  with ocp.StandardCheckpointer() as ckptr:
+    # The stored tree (empty dicts included) as NumPy targets: readable in
+    # any process, whatever devices the checkpoint was written from.
+    stored = ckptr.metadata(path).item_metadata.tree
+    target = jax.tree_util.tree_map(
+        lambda m: np.zeros(m.shape, np.dtype(m.dtype)), stored)
+    nested = ckptr.restore(path, target)
+  return {names_lib.name_str(n): np.asarray(v)
+          for n, v in names_lib.unnest(nested).items()}
 
 
-def restore(directory: str, step: int, like: Any) -> Restored:
-  """Loads checkpoint `step`, checked against the expected structure `like`.
-
-  Args:
-    directory: checkpoint directory.
-    step: which checkpoint.
-    like: a pytree with the expected leaves (arrays, or anything with
-      `.shape` and `.dtype` such as `jax.ShapeDtypeStruct`), e.g. a freshly
-      built `{"model": model, "optimizer": opt}`, or a list of its leaves.
-      Only shapes and dtypes are read.
-
-  Returns:
-    A `Restored`.
-
-  Raises:
-    CheckpointError: if the checkpoint is missing, truncated or corrupted.
-    ValueError: if its leaf count, shapes or dtypes differ from `like`
-      (the message names the first mismatching leaf).
-  """
-  path = checkpoint_path(directory, step)
-  try:
-    return _restore(path, directory, step, like)
-  except CheckpointError as e:
-    raise CheckpointError(
-        f"{e}\nFix: restore an intact checkpoint instead "
-        "(`restore_latest` skips damaged ones), or move this one away; "
-        "`verify(directory, step)` checks one without loading it.") from e
+def read_metadata(directory: str, step: int) -> Dict[str, Any]:
+  """The caller's JSON metadata of checkpoint `step` (not verified)."""
+  with open(os.path.join(checkpoint_path(directory, step), META_ITEM,
+                         "metadata")) as f:
+    return json.load(f)
 
 
-def _restore(path: str, directory: str, step: int, like: Any) -> Restored:
-  body = verify(directory, step)
-  treedef, specs = _check_like(body, like, path)
-  arrays_path = os.path.join(path, body["arrays_file"])
-  leaves = []
-  try:
-    with np.load(arrays_path, allow_pickle=False) as npz:
-      expected_keys = {f"leaf_{i:05d}" for i in range(len(specs))}
-      if set(npz.files) != expected_keys:
-        raise CheckpointError(f"{arrays_path} holds entries "
-                              f"{sorted(npz.files)[:5]}..., not the expected "
-                              f"{len(specs)} leaves.")
-      for i, (shape, dtype) in enumerate(specs):
-        array = npz[f"leaf_{i:05d}"]
-        if array.dtype != dtype:
-          array = array.view(dtype)
-        if array.shape != shape:
-          raise CheckpointError(f"{arrays_path}: leaf {i} has shape "
-                                f"{array.shape}, metadata says {shape}.")
-        leaves.append(array)
-  except CheckpointError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointError(f"{arrays_path} cannot be read ({e}).") from e
-  tree = jax.tree_util.tree_unflatten(treedef, leaves)
-  return Restored(step=step, leaves=leaves, tree=tree, metadata=body["user"],
-                  path=path)
-
-
-def restore_latest(directory: str, like: Any) -> Optional[Restored]:
-  """Loads the newest intact checkpoint in `directory` (see `restore`).
-
-  A corrupted or truncated checkpoint is reported with a warning (absl
-  logging) and the previous one is tried. A structure mismatch is an error
-  (it is not a damaged file: falling back would silently load another run).
-
-  Returns:
-    The `Restored` checkpoint, or None if `directory` holds no checkpoint.
-
-  Raises:
-    ValueError: if the newest intact checkpoint does not match `like`.
-    CheckpointError: if there are checkpoints but none is intact (nothing is
-      deleted; move them away to start from scratch).
-  """
-  steps = checkpoint_steps(directory)
-  problems = []
-  for step in reversed(steps):
-    try:
-      restored = restore(directory, step, like)
-    except CheckpointError as e:
-      logging.warning("Skipping damaged checkpoint %s: %s Trying the previous "
-                      "one.", checkpoint_path(directory, step), e)
-      problems.append(f"ckpt_{step}: {e}")
-      continue
-    if problems:
-      logging.warning("Restored checkpoint %s after skipping %d damaged "
-                      "newer one(s).", restored.path, len(problems))
-    return restored
-  if problems:
-    raise CheckpointError(
-        f"All {len(problems)} checkpoints in {directory} are damaged:\n  "
-        + "\n  ".join(problems) + "\nMove them away (or use a new workdir) "
-        "to start from scratch.")
-  return None
+def array_files(path: str) -> List[str]:
+  """The array data files of the step directory `path`, largest first."""
+  out = []
+  for root, _, files in os.walk(os.path.join(path, ARRAYS_ITEM)):
+    out.extend(os.path.join(root, f) for f in files
+               if os.sep + "d" + os.sep in os.path.join(root, f))
+  return sorted(out, key=lambda f: (-os.path.getsize(f), f))

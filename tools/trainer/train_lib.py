@@ -18,10 +18,11 @@ same config gives the same curve on 1 or 8 devices (up to float summation
 order). In a multi-process job (`jax.distributed`, see tools/train.py) every
 process runs this same function on a workdir they all see: every process
 builds the same global batches and copies only its own devices' slices;
-only process 0 writes metrics, config.json, plots and checkpoints (arrays
-split across processes are gathered first); all processes restore from the
-same checkpoint. Checkpoints hold plain host arrays, so a run saved on N
-devices resumes on any other number.
+only process 0 writes metrics, config.json and plots. Checkpoints are orbax
+checkpoints with Haiku-named arrays (tools/trainer/checkpoint.py,
+docs/checkpoints.md): every process writes the shards its devices hold,
+and restores into the shardings of the current mesh, so a run saved on N
+devices or processes resumes on any other number.
 """
 
 import json
@@ -193,19 +194,23 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
   config_hash = checkpoint.json_sha256(config_schema.hashed_dict(config))
 
   start_step = 0
-  restored = checkpoint.restore_latest(ckpt_dir, like=(model, optimizer))
+  # Placed first: the checkpoint is restored straight into the shardings of
+  # this run's mesh (any device or process count), each process reading
+  # only what its devices hold.
+  model, optimizer = place((model, optimizer), mesh, config)
+  ckpt = checkpoint.CheckpointManager(ckpt_dir, keep=config.keep_checkpoints,
+                                      async_save=True)
+  restored = ckpt.restore_latest(like={"model": model, "optimizer": optimizer})
   _agree_on_restored_step(-1 if restored is None else restored.step, ckpt_dir)
   if restored is not None:
     if restored.metadata.get("config_hash") != config_hash:
       logging.warning("Resuming from %s, written with a different config.",
                       restored.path)
-    model, optimizer = restored.tree
+    model, optimizer = restored.tree["model"], restored.tree["optimizer"]
     start_step = restored.step
     task.train.restore(restored.metadata["data"])
     if is_chief:
       print(f"Resumed from {restored.path} (step {start_step}).", flush=True)
-  # Host arrays (fresh or restored) -> the mesh; any device count works.
-  model, optimizer = place((model, optimizer), mesh, config)
   if is_chief:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(config_schema.to_dict(config), f, indent=2, default=str)
@@ -236,13 +241,10 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
   last_eval: Dict[str, float] = {}
 
   def save(step):
-    # Every process takes part (arrays split across processes are gathered);
-    # only process 0 writes.
-    host_tree = pax.sharding.to_host((model, optimizer))
-    if is_chief:
-      checkpoint.save(ckpt_dir, step, host_tree,
-                      {"data": task.train.state(), "config_hash": config_hash},
-                      keep=config.keep_checkpoints)
+    # Every process writes the shards its devices hold; nothing is gathered.
+    # Asynchronous: the files are written while training goes on.
+    ckpt.save(step, {"model": model, "optimizer": optimizer},
+              {"data": task.train.state(), "config_hash": config_hash})
 
   t0 = time.monotonic()
   while step < config.num_steps:
@@ -251,6 +253,7 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
     aux = pax.sharding.to_host(aux)
     loss = float(aux["loss"])
     if not math.isfinite(loss):
+      ckpt.close()
       last = checkpoint.latest_step(ckpt_dir)
       kept = (f"The last good checkpoint (step {last}) in {ckpt_dir} is kept."
               if last is not None else
@@ -276,6 +279,7 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
             f"{n} {v:.4f}" for n, v in last_eval.items()), flush=True)
     if step % config.checkpoint_every == 0 or step == config.num_steps:
       save(step)
+  ckpt.close()
   if not last_eval:
     last_eval = evaluate(model)
   writer.close()
