@@ -8,7 +8,8 @@
 #   bash tools/train.sh                          # default config and workdir
 #   bash tools/train.sh --config=configs/digits_cnn.py --workdir=/tmp/cnn
 #
-# The default workdir is /tmp/pax_haiku_runs/<config name> (or $WORKDIR): not
+# The default workdir is $PAX_HAIKU_RUNS/<config name> (PAX_HAIKU_RUNS defaults
+# to /tmp/pax_haiku_runs; $WORKDIR overrides the whole path): not
 # /tmp/pax_haiku/..., which would be an importable `pax_haiku` namespace
 # package for every script run from /tmp, shadowing the installed library.
 set -euo pipefail
@@ -17,8 +18,10 @@ PYTHON="${PYTHON:-python3}"
 bash tools/setup.sh
 args=("$@")
 config=configs/digits_mlp.py
-for a in "${args[@]}"; do [[ "${a}" == --config=* ]] && config="${a#--config=}"; done
+for a in "${args[@]}"; do
+  if [[ "${a}" == --config=* ]]; then config="${a#--config=}"; fi
+done
 [[ " ${args[*]} " == *" --config="* ]] || args+=(--config="${config}")
 name="$(basename "${config}" .py)"
-[[ " ${args[*]} " == *" --workdir="* ]] || args+=(--workdir="${WORKDIR:-/tmp/pax_haiku_runs/${name}}")
+[[ " ${args[*]} " == *" --workdir="* ]] || args+=(--workdir="${WORKDIR:-${PAX_HAIKU_RUNS:-/tmp/pax_haiku_runs}/${name}}")
 exec "${PYTHON}" tools/train.py "${args[@]}"
