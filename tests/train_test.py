@@ -11,6 +11,8 @@ from absl.testing import absltest
 import jax.numpy as jnp
 import numpy as np
 
+from tensorboard.backend.event_processing import event_accumulator
+
 from tools.trainer import checkpoint
 from tools.trainer import config_schema
 from tools.trainer import train_lib
@@ -26,6 +28,32 @@ def final_leaves(workdir):
   step = checkpoint.latest_step(directory)
   data = checkpoint.load_arrays(directory, step)
   return step, [data[k] for k in sorted(data)]
+
+
+def tensorboard_scalars(workdir):
+  """{tag: [(step, value)]} as TensorBoard's own reader sees the run."""
+  acc = event_accumulator.EventAccumulator(
+      os.path.join(workdir, "tensorboard"),
+      size_guidance={event_accumulator.SCALARS: 0})
+  acc.Reload()
+  return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+          for tag in acc.Tags()["scalars"]}
+
+
+def jsonl_scalars(workdir):
+  """The same from metrics.jsonl (values rounded to float32, as stored)."""
+  out = {}
+  for line in open(os.path.join(workdir, "metrics.jsonl")):
+    record = json.loads(line)
+    for tag, value in record.items():
+      if tag not in ("step", "time"):
+        out.setdefault(tag, []).append((record["step"],
+                                        float(np.float32(value))))
+  return out
+
+
+TRAIN_TAGS = ["train/accuracy", "train/grad_norm", "train/learning_rate",
+              "train/loss", "train/steps_per_sec"]
 
 
 def run_helper(workdir, mode, step):
@@ -52,8 +80,21 @@ class TrainTest(absltest.TestCase):
     self.assertEqual(sorted({r["step"] for r in records}),
                      list(range(10, 101, 10)))
     tb_dir = os.path.join(self.straight, "tensorboard")
-    self.assertTrue(any(f.startswith("events.out.tfevents")
-                        for f in os.listdir(tb_dir)))
+    self.assertLen([f for f in os.listdir(tb_dir)
+                    if f.startswith("events.out.tfevents")], 1)
+    scalars = tensorboard_scalars(self.straight)
+    self.assertEqual(sorted(scalars), sorted(TRAIN_TAGS + ["test/accuracy",
+                                                           "test/loss"]))
+    for tag in TRAIN_TAGS:  # Every logged step, once.
+      self.assertEqual([s for s, _ in scalars[tag]], list(range(10, 101, 10)))
+    self.assertEqual([s for s, _ in scalars["test/loss"]], [50, 100])
+    self.assertEqual(scalars, jsonl_scalars(self.straight))
+    config = smoke.get_config()
+    schedule = train_lib.models.learning_rate_schedule(config)
+    for step, lr in scalars["train/learning_rate"]:
+      self.assertAlmostEqual(lr, float(schedule(step - 1)), places=6)
+    self.assertTrue(all(v > 0 for _, v in scalars["train/grad_norm"] +
+                        scalars["train/steps_per_sec"]))
 
   def test_resume_after_kill_is_bit_identical(self):
     workdir = self.create_tempdir().full_path
@@ -70,6 +111,20 @@ class TrainTest(absltest.TestCase):
       np.testing.assert_array_equal(a, b)
     steps = [json.loads(l)["step"] for l in open(result["metrics"])]
     self.assertEqual(steps, sorted(steps))  # No duplicated records.
+    self._check_resumed_events(workdir)
+
+  def _check_resumed_events(self, workdir):
+    """TensorBoard reads each scalar once per step, as in a straight run."""
+    self.assertLen(os.listdir(os.path.join(workdir, "tensorboard")), 1)
+    resumed, straight = (tensorboard_scalars(workdir),
+                         tensorboard_scalars(self.straight))
+    self.assertEqual(resumed, jsonl_scalars(workdir))
+    self.assertEqual(sorted(resumed), sorted(straight))
+    for tag in resumed:
+      self.assertEqual([s for s, _ in resumed[tag]],
+                       [s for s, _ in straight[tag]], tag)
+      if tag != "train/steps_per_sec":  # Training is bit-identical.
+        self.assertEqual(resumed[tag], straight[tag], tag)
 
   def test_kill_during_checkpoint_write_resumes_from_previous(self):
     workdir = self.create_tempdir().full_path
@@ -82,6 +137,7 @@ class TrainTest(absltest.TestCase):
     _, leaves_b = final_leaves(workdir)
     for a, b in zip(leaves_a, leaves_b):
       np.testing.assert_array_equal(a, b)
+    self._check_resumed_events(workdir)  # Steps 50, 60 were logged twice.
 
   def test_bad_config_lists_valid_keys_and_ranges(self):
     config = smoke.get_config()
@@ -146,8 +202,28 @@ class TrainTest(absltest.TestCase):
         [sys.executable, os.path.join(ROOT, "tools", "train.py"),
          f"--config={SMOKE}", "--config.batch_size=0", f"--workdir={workdir}"],
         capture_output=True, text=True, timeout=300, check=False)
-    self.assertNotEqual(proc.returncode, 0)
+    self.assertEqual(proc.returncode, 2)  # A usage error.
     self.assertIn("`batch_size` must be an integer >= 1", proc.stderr)
+    self.assertNotIn("Traceback", proc.stderr)
+
+  def test_help_lists_every_config_key(self):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools",
+                                                        "train.py"), "--help"],
+                          capture_output=True, text=True, timeout=300,
+                          check=False)
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+    for key in config_schema.KEYS:
+      if key.name != "model_config":
+        self.assertIn(f"--config.{key.name}={key.default!r}", proc.stdout)
+        self.assertIn(key.help, proc.stdout)
+    for model, keys in config_schema.MODEL_KEYS.items():
+      for key in keys:
+        self.assertIn(f"--config.model_config.{key.name}={key.default!r}",
+                      proc.stdout)
+        self.assertIn(f"({model}) {key.help}", proc.stdout)
+    self.assertEqual(
+        set(config_schema.base_config().keys()),
+        {k.name for k in config_schema.KEYS})
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""Tests for tools/trainer/metrics.py and tools/trainer/plotting.py."""
+"""Tests for tools/trainer/metrics.py and tools/trainer/plotting.py.
+
+The events files are read back with TensorBoard's own reader
+(`EventAccumulator`, a test-only dependency).
+"""
 
 import doctest
 import glob
 import json
 import os
-import struct
 import subprocess
 import sys
 
@@ -13,28 +16,38 @@ from absl.testing import parameterized
 import jax.numpy as jnp
 import matplotlib.image
 import numpy as np
+from tensorboard.backend.event_processing import event_accumulator
 
 from tools.trainer import metrics
 from tools.trainer import plotting
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Records serialised by tensorboard 2.x itself (event_pb2.Event(...)
-# .SerializeToString() framed by tensorboard.summary.writer.record_writer):
-# Event(wall_time=1.5, step=7, summary={value {tag: "train/loss",
-# simple_value: 0.25}}) and Event(wall_time=2.0, step=301,
-# session_log={status: START}).
-_GOLDEN_SCALAR = bytes.fromhex(
-    "200000000000000029eda95009000000000000f83f10072a130a110a0a747261696e2f6c"
-    "6f7373150000803ef4985d1a")
-_GOLDEN_START = bytes.fromhex(
-    "100000000000000095fbfe1809000000000000004010ad023a0208013264e72b")
+
+def tensorboard_scalars(workdir):
+  """{tag: [(step, value)]} as TensorBoard reads `<workdir>/tensorboard`."""
+  acc = event_accumulator.EventAccumulator(
+      os.path.join(workdir, "tensorboard"),
+      size_guidance={event_accumulator.SCALARS: 0,
+                     event_accumulator.TENSORS: 0})
+  acc.Reload()
+  return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+          for tag in acc.Tags()["scalars"]}, acc
 
 
-def _record(payload):
-  header = struct.pack("<Q", len(payload))
-  return (header + struct.pack("<I", metrics.masked_crc32c(header)) + payload
-          + struct.pack("<I", metrics.masked_crc32c(payload)))
+def jsonl_scalars(workdir):
+  """The same mapping from metrics.jsonl, values rounded to float32."""
+  out = {}
+  for record in metrics.read_metrics(workdir):
+    for tag, value in record.items():
+      if tag not in ("step", "time"):
+        out.setdefault(tag, []).append(
+            (record["step"], float(np.float32(value))))
+  return out
+
+
+def event_files(workdir):
+  return glob.glob(os.path.join(workdir, "tensorboard", "events.out.*"))
 
 
 class Clock:
@@ -57,54 +70,103 @@ class DocstringTest(parameterized.TestCase):
     self.assertEqual(result.failed, 0, "see the doctest output above")
 
 
-class EventFileTest(parameterized.TestCase):
+class EventFileTest(absltest.TestCase):
 
-  @parameterized.parameters(
-      (b"", 0x00000000),
-      (b"123456789", 0xE3069283),
-      (bytes(32), 0x8A9136AA),  # RFC 3720 B.4 test vectors
-      (b"\xff" * 32, 0x62A8AB43),
-      (bytes(range(32)), 0x46DD794E),
-  )
-  def test_crc32c_vectors(self, data, expected):
-    self.assertEqual(metrics.crc32c(data), expected)
+  def setUp(self):
+    super().setUp()
+    self.workdir = self.create_tempdir().full_path
 
-  def test_bytes_match_tensorboard(self):
-    # pylint: disable=protected-access
-    self.assertEqual(
-        _record(metrics._encode_event(1.5, 7, scalars={"train/loss": 0.25})),
-        _GOLDEN_SCALAR)
-    self.assertEqual(_record(metrics._encode_event(2.0, 301,
-                                                   session_status=1)),
-                     _GOLDEN_START)
-
-  def test_round_trip_through_metric_writer(self):
-    workdir = self.create_tempdir().full_path
-    with metrics.MetricWriter(workdir, clock=Clock()) as w:
+  def test_tensorboard_reads_every_scalar_once_per_step(self):
+    with metrics.MetricWriter(self.workdir, clock=Clock()) as w:
       w.write(0, {"train/loss": 2.5, "eval/accuracy": np.float32(0.125)})
       w.write(2**40, {"train/loss": jnp.asarray(-1.5)})
-    (path,) = glob.glob(os.path.join(workdir, "tensorboard",
-                                     "events.out.tfevents.*"))
-    events = metrics.read_events(path)
-    self.assertEqual(events[0].file_version, "brain.Event:2")
-    self.assertEqual((events[1].session_status, events[1].step), (1, 0))
-    self.assertEqual([(e.step, e.values, e.wall_time) for e in events[2:]],
-                     [(0, {"train/loss": 2.5, "eval/accuracy": 0.125}, 1003.0),
-                      (2**40, {"train/loss": -1.5}, 1004.0)])
+    scalars, _ = tensorboard_scalars(self.workdir)
+    self.assertEqual(scalars, {"train/loss": [(0, 2.5), (2**40, -1.5)],
+                               "eval/accuracy": [(0, 0.125)]})
+    self.assertEqual(scalars, jsonl_scalars(self.workdir))
+    self.assertLen(event_files(self.workdir), 1)
 
-  def test_corruption_and_truncation(self):
-    path = os.path.join(self.create_tempdir().full_path, "events")
-    with open(path, "wb") as f:
-      f.write(_GOLDEN_SCALAR + _GOLDEN_START + _GOLDEN_SCALAR[:-3])
-    events = metrics.read_events(path)  # truncated last record: dropped
-    self.assertEqual([e.step for e in events], [7, 301])
-    self.assertEqual(events[0].values, {"train/loss": 0.25})
-    bad = bytearray(_GOLDEN_SCALAR)
-    bad[20] ^= 0x01
-    with open(path, "wb") as f:
-      f.write(bytes(bad))
-    with self.assertRaisesRegex(ValueError, "bad data CRC"):
-      metrics.read_events(path)
+  def test_config_as_hparams_and_text(self):
+    config = {"name": "smoke", "learning_rate": 0.01,
+              "model_config": {"hidden_sizes": (32,)}, "plot": False}
+    with metrics.MetricWriter(self.workdir, config=config) as w:
+      w.write(10, {"train/loss": 1.0})
+    _, acc = tensorboard_scalars(self.workdir)
+    self.assertIn("config/text_summary", acc.Tags()["tensors"])
+    text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0]
+    self.assertEqual(json.loads(text.decode().strip("`\n")),
+                     {"name": "smoke", "learning_rate": 0.01,
+                      "model_config": {"hidden_sizes": [32]}, "plot": False})
+    hparams = acc.PluginTagToContent("hparams")
+    self.assertEqual(sorted(hparams), ["_hparams_/experiment",
+                                       "_hparams_/session_end_info",
+                                       "_hparams_/session_start_info"])
+    # pylint: disable=g-import-not-at-top
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        hparams["_hparams_/session_start_info"]).session_start_info
+    self.assertEqual(start.hparams["model_config.hidden_sizes"].string_value,
+                     "(32,)")
+    self.assertEqual(start.hparams["learning_rate"].number_value, 0.01)
+    self.assertTrue(start.hparams["plot"].HasField("bool_value"))
+    self.assertFalse(start.hparams["plot"].bool_value)
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        hparams["_hparams_/experiment"]).experiment
+    self.assertEqual([m.name.tag for m in experiment.metric_infos],
+                     ["train/loss"])
+
+  def test_resume_appends_to_the_one_file_without_orphans(self):
+    with metrics.MetricWriter(self.workdir, config={"seed": 0}) as w:
+      for step in range(10, 70, 10):
+        w.write(step, {"train/loss": 1.0 / step})
+    (path,) = event_files(self.workdir)
+    with open(path, "ab") as f:
+      f.write(b"\x20\x00\x00")  # A record torn by a kill.
+    # Resumed from the checkpoint at step 40: steps 50.. are written again.
+    with metrics.MetricWriter(self.workdir, resume_step=40,
+                              config={"seed": 0}) as w:
+      for step in range(50, 90, 10):
+        w.write(step, {"train/loss": 2.0 / step})
+    self.assertEqual(event_files(self.workdir), [path])
+    scalars, acc = tensorboard_scalars(self.workdir)
+    expected = ([(s, np.float32(1.0 / s)) for s in range(10, 50, 10)]
+                + [(s, np.float32(2.0 / s)) for s in range(50, 90, 10)])
+    self.assertEqual(scalars, {"train/loss": expected})
+    self.assertEqual(scalars, jsonl_scalars(self.workdir))
+    self.assertLen(acc.PluginTagToContent("hparams"), 3)
+    # The reader here sees the same: one experiment, at the last step.
+    ends = [e.step for e in metrics.read_events(self.workdir)
+            if any(v.tag == "_hparams_/experiment" for v in e.summary.value)]
+    self.assertEqual(ends, [80])
+
+  def test_rerun_of_a_finished_run_adds_no_file(self):
+    with metrics.MetricWriter(self.workdir) as w:
+      w.write(100, {"train/loss": 1.0})
+    for _ in range(2):
+      metrics.MetricWriter(self.workdir, resume_step=100).close()
+    self.assertLen(event_files(self.workdir), 1)
+    self.assertEqual(tensorboard_scalars(self.workdir)[0],
+                     {"train/loss": [(100, 1.0)]})
+
+  def test_fresh_run_replaces_old_event_files(self):
+    with metrics.MetricWriter(self.workdir) as w:
+      w.write(5, {"train/loss": 1.0})
+    with metrics.MetricWriter(self.workdir) as w:  # No checkpoint: restart.
+      w.write(1, {"train/loss": 3.0})
+    self.assertLen(event_files(self.workdir), 1)
+    self.assertEqual(tensorboard_scalars(self.workdir)[0],
+                     {"train/loss": [(1, 3.0)]})
+
+  def test_steps_per_sec(self):
+    times = iter([100.0, 110.0, 112.0])
+    w = metrics.MetricWriter(self.workdir, enabled=False, resume_step=40,
+                             clock=lambda: next(times))
+    self.assertEqual(w.steps_per_sec(140), 10.0)  # 100 steps in 10 s
+    self.assertEqual(w.steps_per_sec(240), 50.0)
+
+  def test_read_events_errors(self):
+    with self.assertRaisesRegex(FileNotFoundError, "No events.out"):
+      metrics.read_events(self.workdir)
 
 
 class MetricWriterTest(absltest.TestCase):
@@ -149,8 +211,9 @@ class MetricWriterTest(absltest.TestCase):
              metrics.read_metrics(self.workdir) if "train/loss" in r}
     self.assertEqual(train[40], 1.0)
     self.assertEqual(train[50], 0.5)
-    self.assertLen(glob.glob(os.path.join(self.workdir, "tensorboard", "*")),
-                   2)
+    self.assertLen(event_files(self.workdir), 1)
+    self.assertEqual(tensorboard_scalars(self.workdir)[0],
+                     jsonl_scalars(self.workdir))
 
   def test_fresh_run_empties_old_file(self):
     with metrics.MetricWriter(self.workdir) as w:
@@ -256,6 +319,43 @@ class PlottingTest(absltest.TestCase):
       plotting.plot_curves([{"step": 1, "train/speed": 3.0}], out)
     with self.assertRaisesRegex(FileNotFoundError, "metrics.jsonl"):
       plotting.plot_workdir(os.path.join(self.workdir, "nope"))
+
+  def test_title_is_the_config_name(self):
+    self.assertEqual(plotting.run_title(self.workdir),
+                     os.path.basename(self.workdir))  # No config.json.
+    with open(os.path.join(self.workdir, "config.json"), "w") as f:
+      json.dump({"name": "", "model": "cnn", "dataset": "digits"}, f)
+    self.assertEqual(plotting.run_title(self.workdir), "cnn on digits")
+    with open(os.path.join(self.workdir, "config.json"), "w") as f:
+      json.dump({"name": "digits_cnn", "model": "cnn"}, f)
+    self.assertEqual(plotting.run_title(self.workdir), "digits_cnn")
+
+  def _cli(self, *args, env=None):
+    return subprocess.run(
+        [sys.executable, os.path.join(_REPO_ROOT, "tools", "plot_metrics.py"),
+         *args], capture_output=True, text=True, check=False,
+        env=dict(os.environ, **(env or {})))
+
+  def test_command_line_usage_errors(self):
+    runs_root = self.create_tempdir().full_path
+    for args in (["--workdir=/nonexistent"], [], ["--workdir", self.workdir,
+                                                  "--panels=speed"],
+                 ["--no_such_flag"], ["--workdir", self.workdir, "extra"]):
+      result = self._cli(*args, env={"PAX_HAIKU_RUNS": runs_root})
+      self.assertEqual(result.returncode, 2, (args, result.stderr))
+      lines = result.stderr.strip().splitlines()
+      self.assertLen(lines, 2, result.stderr)
+      self.assertTrue(lines[0].startswith("error: "), lines)
+      self.assertTrue(lines[1].startswith("Fix: "), lines)
+    result = self._cli("--workdir=/nonexistent",
+                       env={"PAX_HAIKU_RUNS": runs_root})
+    self.assertIn("'/nonexistent' does not exist", result.stderr)
+
+  def test_help(self):
+    result = self._cli("--help")
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn("--workdir", result.stdout)
+    self.assertNotIn("mnist", result.stdout.lower())
 
   def test_command_line(self):
     out = os.path.join(self.workdir, "cli.png")

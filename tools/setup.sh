@@ -8,11 +8,15 @@
 #   * packages  -> `python3 -m pip install -r requirements.txt`, only when a
 #                  pin in requirements.txt is not satisfied by the installed
 #                  distribution of that name
+#   * pax_haiku -> `python3 -m pip install --no-deps -e .` (editable), only
+#                  when `import pax_haiku` from outside the checkout does not
+#                  already load this checkout's pax_haiku/
 #
 # Environment:
 #   PYTHON   interpreter to install into (default: python3 on PATH; Bazel's
 #            tests use the python3 on PATH, see tools/python_toolchain/)
-#   SKIP_BAZEL=1  don't install Bazel (pip-only set-up)
+#   SKIP_BAZEL=1     don't install Bazel (pip-only set-up)
+#   SKIP_EDITABLE=1  don't install the project itself (only requirements.txt)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -99,17 +103,13 @@ sys.exit(1 if bad else 0)
 PY
 }
 
-interpreter="$("${PYTHON}" -c 'import sys; print(sys.executable)')"
-if unsatisfied="$(check_pins)"; then
-  log "all pins in ${REQUIREMENTS} are installed for ${interpreter}"
-else
-  log "installing ${REQUIREMENTS} for ${interpreter}; unsatisfied pins:"
-  echo "${unsatisfied}"
-  pip_args=(install -q --disable-pip-version-check -r "${REQUIREMENTS}")
-  # PEP 668: Debian's own python3 is "externally managed" and its pip refuses
-  # to install outside a venv. This interpreter is the one Bazel runs tests
-  # with, so install into it anyway (pip puts packages in /usr/local, not in
-  # Debian's /usr/lib, so apt's packages are not overwritten).
+# `python3 -m pip install -q ARGS...`. PEP 668: Debian's own python3 is
+# "externally managed" and its pip refuses to install outside a venv. This
+# interpreter is the one Bazel runs tests with, so install into it anyway (pip
+# puts packages in /usr/local, not in Debian's /usr/lib, so apt's packages are
+# not overwritten).
+pip_install() {
+  local pip_args=(install -q --disable-pip-version-check "$@")
   if "${PYTHON}" - <<'PY'
 import os, sys, sysconfig
 in_venv = sys.prefix != sys.base_prefix
@@ -121,10 +121,49 @@ PY
     pip_args+=(--break-system-packages)
   fi
   PIP_ROOT_USER_ACTION=ignore "${PYTHON}" -m pip "${pip_args[@]}"
+}
+
+interpreter="$("${PYTHON}" -c 'import sys; print(sys.executable)')"
+if unsatisfied="$(check_pins)"; then
+  log "all pins in ${REQUIREMENTS} are installed for ${interpreter}"
+else
+  log "installing ${REQUIREMENTS} for ${interpreter}; unsatisfied pins:"
+  echo "${unsatisfied}"
+  pip_install -r "${REQUIREMENTS}"
   if ! unsatisfied="$(check_pins)"; then
     log "ERROR: pins still unsatisfied after pip install:"
     echo "${unsatisfied}"
     exit 1
   fi
   log "installed ${REQUIREMENTS}"
+fi
+
+# --- the project itself (editable) ----------------------------------------------
+# So that `import pax_haiku` works from any directory and loads this
+# checkout's sources. Checked from / (not from the checkout, where the
+# current directory would find pax_haiku/ anyway).
+# The file `import pax_haiku` loads when run from / (empty if none); found
+# without importing it (that would import jax).
+pax_haiku_origin() {
+  (cd / && "${interpreter}" -c 'import importlib.util, os
+spec = importlib.util.find_spec("pax_haiku")
+print(os.path.realpath(spec.origin) if spec and spec.origin else "")' \
+    2>/dev/null) || true
+}
+
+if [[ "${SKIP_EDITABLE:-0}" != 1 ]]; then
+  want="$(pwd -P)/pax_haiku/__init__.py"
+  have="$(pax_haiku_origin)"
+  if [[ "${have}" == "${want}" ]]; then
+    log "pax_haiku is installed (editable) from $(pwd -P)"
+  else
+    log "installing pax_haiku (editable) from $(pwd -P)${have:+ (it was: ${have})}"
+    pip_install --no-deps -e .
+    have="$(pax_haiku_origin)"
+    if [[ "${have}" != "${want}" ]]; then
+      log "ERROR: after pip install -e ., import pax_haiku loads '${have}'"
+      exit 1
+    fi
+    log "installed pax_haiku (editable)"
+  fi
 fi

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test of pax_haiku after making sure the tools and the pinned
 # packages are installed:
-#   1. tools/setup.sh                   (installs bazel, pip, requirements.txt)
+#   1. tools/setup.sh                   (installs bazel, pip, requirements.txt,
+#                                        pax_haiku itself, editable)
 #   2. bazel test //...                 (the Bazel path; flags in .bazelrc)
 #   3. python3 -m pytest -q tests       (the pip path; only with
 #                                        PAX_TEST_PYTEST=1: it reruns the same
 #                                        files and doubles the time)
 # The script exits non-zero if a path failed or ran no test while the
-# repository has tests to run.
+# repository has tests to run. A half that did not run says `skipped` in the
+# summary, never OK.
 #
 # Extra arguments go to `bazel test` (e.g. `bash tools/test.sh --config=...`).
 # Environment: BAZEL (default: bazel), PYTHON (default: python3), CI (when
@@ -56,7 +58,7 @@ if [[ "${PAX_TEST_PYTEST:-0}" != 1 ]]; then
   # Bazel already ran every *_test.py; the pip path (`python3 -m pytest
   # tests`) runs the same files again, doubling the time, so it is opt-in.
   echo "==> pytest path skipped (set PAX_TEST_PYTEST=1 to also run it)"
-  pytest_ok=1 pytest_secs=0
+  pytest_ok=1 pytest_ran=0 pytest_why="set PAX_TEST_PYTEST=1 to run it"
 elif [[ -d tests ]]; then
   echo "==> ${PYTHON} -m pytest -q tests"
   start=${SECONDS}
@@ -79,18 +81,24 @@ PY
   # Exit code 5 = pytest collected no test: a failure, since tests/ exists.
   [[ ${pytest_rc} == 5 ]] && echo "tools/test.sh: pytest collected no test in tests/"
   if [[ ${pytest_rc} == 0 ]]; then pytest_ok=1; else pytest_ok=0; fi
+  pytest_ran=1
 else
   echo "==> no tests/ directory: pytest skipped"
-  pytest_ok=1 pytest_secs=0
+  pytest_ok=1 pytest_ran=0 pytest_why="no tests/ directory"
 fi
 
 # --- summary -------------------------------------------------------------------
 word() { if [[ $1 == 1 ]]; then echo OK; else echo FAILED; fi; }
 echo
 echo "bazel test //...: $(word ${bazel_ok}) (exit ${bazel_rc}; ${bazel_passed} targets passed, ${bazel_failed} failed; ${bazel_secs}s)"
-echo "pytest tests:     $(word ${pytest_ok}) (exit ${pytest_rc:-n/a}; ${pytest_passed} passed, ${pytest_failed} failed, ${pytest_skipped} skipped; ${pytest_secs}s)"
+if [[ ${pytest_ran} == 1 ]]; then
+  echo "pytest tests:     $(word ${pytest_ok}) (exit ${pytest_rc}; ${pytest_passed} passed, ${pytest_failed} failed, ${pytest_skipped} skipped; ${pytest_secs}s)"
+else
+  echo "pytest tests:     skipped (${pytest_why})"
+fi
 if [[ ${bazel_ok} == 1 && ${pytest_ok} == 1 ]]; then verdict=PASSED; else verdict=FAILED; fi
 # Closing line, in the plain "N passed, N failed" form: Bazel test targets
-# plus pytest test cases, after the verdict of tools/test.sh as a whole.
+# plus pytest test cases (none when that half was skipped), after the verdict
+# of tools/test.sh as a whole.
 echo "${verdict}: $((bazel_passed + pytest_passed)) passed, $((bazel_failed + pytest_failed)) failed"
 [[ ${verdict} == PASSED ]]

@@ -26,9 +26,13 @@ The three flags can also come from the environment: JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES, JAX_PROCESS_ID.
 """
 
+import ast
+import importlib.util
 import os
+import re
+import shlex
 import sys
-from typing import Any, Sequence
+from typing import Any, List, Optional, Sequence
 
 # `python3 tools/train.py` puts tools/ on sys.path, not the repository root.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,13 +45,133 @@ import jax
 from ml_collections import config_flags
 
 import pax_haiku as pax
+from tools import cli
+from tools.trainer import config_schema
 from tools.trainer import train_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "configs", "digits_mlp.py"),
-    "Training config file (see configs/).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "Directory for checkpoints, metrics and plots.")
+_DEFAULT_CONFIG = os.path.join(_ROOT, "configs", "digits_mlp.py")
+# Exit statuses: 2 for a usage error (bad flag, config key or value, config
+# file, workdir: an "error:" line and a "Fix:"), 1 when training itself
+# failed (a non-finite loss; the last good checkpoint is kept).
+EXIT_USAGE = cli.EXIT_USAGE
+EXIT_TRAINING_FAILED = 1
+
+
+def _overrides(argv: Sequence[str]) -> List[tuple]:
+  """The `--config.KEY=VALUE` (or `--config.KEY VALUE`) overrides in argv."""
+  out = []
+  for i, arg in enumerate(argv):
+    m = re.fullmatch(r"--config\.([^=]+)(?:=(.*))?", arg, re.S)
+    if m:
+      value = m.group(2)
+      if value is None and i + 1 < len(argv):
+        value = argv[i + 1]
+      out.append((m.group(1), value))
+  return out
+
+
+def _config_path(argv: Sequence[str]) -> str:
+  path = _DEFAULT_CONFIG
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      path = arg[len("--config="):]
+    elif arg == "--config" and i + 1 < len(argv):
+      path = argv[i + 1]
+  return path
+
+
+def _config_file(path: str) -> Optional[Any]:
+  """The config `path`'s get_config() returns, without overrides, or None."""
+  try:
+    spec = importlib.util.spec_from_file_location("_pax_train_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+  except Exception:  # pylint: disable=broad-except
+    return None  # Diagnosis only: the caller falls back to the schema.
+
+
+def _has_key(config: Any, key: str) -> bool:
+  node = config
+  for part in key.split("."):
+    try:
+      if part not in node:
+        return False
+      node = node[part]
+    except TypeError:
+      return False
+  return True
+
+
+def _get(config: Any, key: str) -> Any:
+  for part in key.split("."):
+    config = config[part]
+  return config
+
+
+def _example_value(value: Optional[str], default: Any) -> str:
+  """`value` if it parses as the key's type (as ml_collections would parse
+  it), else the key's current value."""
+  try:
+    if isinstance(default, bool):
+      ok = value.lower() in ("true", "false", "1", "0")
+    elif isinstance(default, (int, float)):
+      ok = isinstance(ast.literal_eval(value), (int, float))
+      ok = ok and (isinstance(default, float) or
+                   isinstance(ast.literal_eval(value), int))
+    elif isinstance(default, (tuple, list)):
+      ok = isinstance(ast.literal_eval(value), (tuple, list))
+    else:
+      ok = isinstance(default, str)
+  except (AttributeError, SyntaxError, TypeError, ValueError):
+    ok = False
+  if ok:
+    return value
+  if isinstance(default, (tuple, list)):
+    return repr(tuple(default)).replace(" ", "")
+  return str(default)
+
+
+def _config_error(argv: Sequence[str], e: BaseException) -> str:
+  """The message (with its fix) for a --config file or override failure."""
+  config = _config_file(_config_path(argv))
+  if isinstance(e, (AttributeError, KeyError)):
+    known = config if config is not None else config_schema.base_config()
+    for key, value in _overrides(argv):
+      if _has_key(known, key):
+        continue
+      close = config_schema.nearest_keys(key, config)
+      if close:
+        arg = (f"--config.{close[0]}="
+               f"{_example_value(value, _get(known, close[0]))}")
+        fix = f"use a key the config has, e.g. `{shlex.quote(arg)}`"
+      else:
+        fix = "use a key the config has"
+      return (f"unknown config key `{key}` (in --config.{key}={value})"
+              + (f"; nearest keys: {', '.join(close)}" if close else "")
+              + f".\nFix: {fix}; `--help` lists every key.")
+  detail = " ".join(line.strip() for line in
+                    str(e).strip().splitlines()[-2:]) or type(e).__name__
+  return ("--config: cannot load the config file "
+          f"{_config_path(argv)!r}: {detail}\nFix: pass an existing config "
+          f"file, e.g. `--config={_DEFAULT_CONFIG}` (see configs/), "
+          "optionally with `--config.key=value` overrides.")
+
+
+try:
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", _DEFAULT_CONFIG,
+      "Training config file (see configs/); `--config.KEY=VALUE` overrides "
+      "one of its keys (listed below).", lock_config=True)
+except Exception as e:  # pylint: disable=broad-except
+  # ml_collections loads the config file and applies the overrides in sys.argv
+  # when the flag is defined.
+  if __name__ != "__main__":
+    raise
+  cli.usage_error(_config_error(sys.argv, e))
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, metrics and plots "
+    "(required); rerunning with the same one resumes.")
 flags.mark_flag_as_required("workdir")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None,
@@ -68,51 +192,54 @@ def _user_path(path: str) -> str:
   return os.path.join(base, os.path.expanduser(path))
 
 
-def _load_config(argv: Sequence[str]) -> Any:
-  """The config from --config and its overrides, or a clear error.
+def help_text(full: bool = False) -> str:
+  """What `--help` prints: usage, the flags and every config key."""
+  flag_help = (flags.FLAGS.get_help() if full
+               else flags.FLAGS.main_module_help())
+  return "\n".join([
+      __doc__.strip(), "", "Flags:", flag_help, "",
+      "Config keys (`--config.KEY=VALUE`; the schema's defaults, which the "
+      "config file may change; tools/trainer/config_schema.py):",
+      *config_schema.describe(), "",
+      f"Exit status: 0 done, {EXIT_USAGE} usage error (bad flag, config "
+      f"key or value, config file, workdir), {EXIT_TRAINING_FAILED} training "
+      "failed (non-finite loss).",
+      "" if full else "--helpfull also lists the flags of every library."])
 
-  ml_collections loads the file and applies `--config.key=value` lazily, on
-  first access, and reports a missing file or an unknown key with a
-  traceback; this turns those into one message with the fix.
-  """
+
+def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
+  """absl's flag parsing, with every usage error as one clear message."""
+  workdir = cli.default_workdir(_config_path(argv))
+  rest = cli.parse_flags(
+      argv, help_text,
+      required={"workdir": f"add e.g. `--workdir={workdir}` (checkpoints, "
+                           "metrics and plots go there)."},
+      on_error=lambda e: _config_error(argv, e))
   try:
-    config = _CONFIG.value
-    config.keys()  # A file that failed to load raises only when used.
-    return config
-  except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
-    raise _config_error(argv, e) from e
-
-
-def _config_error(argv: Sequence[str], e: Exception) -> ValueError:
-  """The ValueError that says what is wrong with --config and its fix."""
-  overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
-  detail = str(e).strip().splitlines()
-  if isinstance(e, (AttributeError, KeyError)):
-    return ValueError(
-        f"--config override: unknown key {detail[-1] if detail else e}"
-        f" (overrides given: {', '.join(overrides) or 'none'}).\nFix: "
-        "override only keys the config file defines (see configs/ and "
-        "tools/trainer/config_schema.py), e.g. `--config.steps=200`.")
-  return ValueError(
-      "--config: cannot load the config file: "
-      f"{' '.join(l.strip() for l in detail[-2:])}"
-      "\nFix: pass an existing config file, e.g. "
-      "`--config=configs/digits_mlp.py` (see configs/), optionally with "
-      "`--config.key=value` overrides.")
+    _CONFIG.value.keys()  # A file that failed to load raises only when used.
+  except Exception as e:  # pylint: disable=broad-except
+    cli.usage_error(_config_error(argv, e))
+  return rest
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv  # Checked by _parse_flags.
+  config = _CONFIG.value
+  if not config.name:
+    config.name = os.path.splitext(os.path.basename(
+        config_flags.get_config_filename(flags.FLAGS["config"])))[0]
   try:
-    config = _load_config(sys.argv)
+    config_schema.validate(config)
     pax.sharding.initialize_distributed(_COORDINATOR.value,
                                         _NUM_PROCESSES.value, _PROCESS_ID.value)
     result = train_lib.train_and_evaluate(config,
                                           _user_path(_WORKDIR.value))
-  except (ValueError, train_lib.NonFiniteLossError) as e:
+  except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
-    return 1
+    return EXIT_USAGE
+  except train_lib.NonFiniteLossError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return EXIT_TRAINING_FAILED
   if jax.process_index() != 0:
     return 0
   metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.items()
@@ -126,15 +253,6 @@ def main(argv):
   if result["plot"]:
     print(f"Plot:       {result['plot']}")
   return 0
-
-
-def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
-  """absl's flag parsing, with config-file errors as one clear message."""
-  try:
-    return app.parse_flags_with_usage(argv)  # Prints flag errors itself.
-  except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
-    print(f"error: {_config_error(argv, e)}", file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,22 @@
-"""The training config's keys, defaults and allowed values.
+"""The training config's keys, defaults, meanings and allowed values.
 
-Config files in `configs/` start from `base_config()` and change values;
-`validate(config)` rejects unknown keys (listing the valid ones) and values
-out of range (naming the allowed range) before any work starts.
+`KEYS` and `MODEL_KEYS` are the schema: every key the trainer reads, with
+its default and a one-line meaning. `base_config()` is built from them, and
+so is `describe()` (what `tools/train.py --help` prints), so neither can
+drift from the other. Config files in `configs/` start from `base_config()`
+and change values; `validate(config)` rejects unknown keys (naming the
+nearest valid ones) and values out of range (naming the allowed range)
+before any work starts.
+
+>>> for line in describe()[5:7]:
+...   print(line)
+  --config.num_steps=2000                      optimizer steps in total (a multiple of steps_per_call)
+  --config.steps_per_call=50                   steps per jitted call (one lax.scan); log/eval/checkpoint steps are multiples of it
 """
 
-from typing import Any, Dict, List
+import dataclasses
+import difflib
+from typing import Any, Dict, List, Tuple
 
 import ml_collections
 
@@ -17,49 +28,123 @@ PARAM_SHARDINGS = ("replicated", "sharded")
 # Keys that choose where the computation runs, not what it computes: a
 # checkpoint resumes under other values without a "different config" warning.
 LAYOUT_KEYS = ("num_devices", "param_sharding")
+# Keys that change nothing computed at all (not part of the config hash).
+_UNHASHED_KEYS = LAYOUT_KEYS + ("name",)
 
-MODEL_CONFIG_KEYS = {
-    "mlp": {"hidden_sizes": (256, 256), "dropout": 0.0},
-    "cnn": {"channels": (32, 64), "hidden": 128, "dropout": 0.0},
-    "lstm": {"embed_dim": 64, "hidden_dim": 256},
-    "transformer": {"d_model": 128, "num_heads": 4, "num_layers": 4,
-                    "dropout": 0.0},
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+  """One config key: its name, default value and one-line meaning."""
+  name: str
+  default: Any
+  help: str
+
+
+KEYS: Tuple[Key, ...] = (
+    Key("name", "", "run name: the curves' title (tools/train.py sets the "
+        "config file's name)"),
+    Key("dataset", "digits", "training data: 'digits' (UCI 8x8 digits) or "
+        "'chars' (Python sources, bytes)"),
+    Key("model", "mlp", "model: 'mlp' or 'cnn' (digits), 'lstm' or "
+        "'transformer' (chars)"),
+    Key("model_config", None, "the model's own keys (below); "
+        "config_schema.with_model() sets the model's defaults"),
+    Key("seed", 0, "seed of the parameters, dropout and data order (>= 0)"),
+    Key("batch_size", 128, "global batch size, split evenly over the devices"),
+    Key("num_steps", 2000, "optimizer steps in total (a multiple of "
+        "steps_per_call)"),
+    Key("steps_per_call", 50, "steps per jitted call (one lax.scan); "
+        "log/eval/checkpoint steps are multiples of it"),
+    # XLA:CPU runs convolutions inside a while loop ~20x slower than
+    # unrolled (measured), so conv configs unroll fully.
+    Key("scan_unroll", 1, "steps unrolled inside the scan (conv configs: "
+        "steps_per_call)"),
+    Key("optimizer", "adamw", "'adamw', 'adam' or 'sgd' (momentum 0.9)"),
+    Key("learning_rate", 1e-3, "peak learning rate, in (0, 10]"),
+    Key("warmup_steps", 100, "linear warmup steps, then cosine decay to 1% "
+        "of learning_rate"),
+    Key("weight_decay", 1e-4, "AdamW weight decay, in [0, 1)"),
+    Key("grad_clip", 1.0, "clip gradients to this global norm (> 0)"),
+    Key("eval_every", 500, "evaluate on the held-out data every N steps"),
+    Key("checkpoint_every", 500, "write a checkpoint every N steps"),
+    Key("keep_checkpoints", 3, "checkpoints kept (the newest)"),
+    Key("log_every", 100, "write metrics (jsonl, TensorBoard, console) "
+        "every N steps"),
+    Key("seq_len", 128, "chars only: characters per training window"),
+    Key("max_bytes", 0, "chars only: bytes of corpus to use (0 = all)"),
+    Key("eval_batches", 8, "chars only: held-out windows = eval_batches * "
+        "batch_size"),
+    Key("plot", True, "write <workdir>/curves.png at the end"),
+    # docs/scaling.md.
+    Key("num_devices", 0, "devices to split each batch over (0 = all "
+        "devices of all processes)"),
+    Key("param_sharding", "replicated", "'replicated' (a full copy per "
+        "device) or 'sharded' (large leaves split, ZeRO/FSDP style)"),
+)
+
+MODEL_KEYS: Dict[str, Tuple[Key, ...]] = {
+    "mlp": (Key("hidden_sizes", (256, 256), "hidden layer widths"),
+            Key("dropout", 0.0, "dropout rate after each hidden layer")),
+    "cnn": (Key("channels", (32, 64), "channels of the two 3x3 convolutions"),
+            Key("hidden", 128, "width of the dense layer"),
+            Key("dropout", 0.0, "dropout rate before the dense layers")),
+    "lstm": (Key("embed_dim", 64, "byte embedding size"),
+             Key("hidden_dim", 256, "LSTM state size")),
+    "transformer": (Key("d_model", 128, "model width (divisible by "
+                        "num_heads)"),
+                    Key("num_heads", 4, "attention heads per layer"),
+                    Key("num_layers", 4, "transformer blocks"),
+                    Key("dropout", 0.0, "dropout rate")),
 }
+
+MODEL_CONFIG_KEYS = {model: {k.name: k.default for k in keys}
+                     for model, keys in MODEL_KEYS.items()}
 
 
 def base_config() -> ml_collections.ConfigDict:
   """Every key the trainer reads, with defaults."""
   c = ml_collections.ConfigDict()
-  c.dataset = "digits"
-  c.model = "mlp"
-  c.model_config = ml_collections.ConfigDict(dict(MODEL_CONFIG_KEYS["mlp"]))
-  c.seed = 0
-  c.batch_size = 128
-  c.num_steps = 2000
-  c.steps_per_call = 50
-  # Steps unrolled inside the scan: XLA:CPU runs convolutions inside a while
-  # loop ~20x slower than unrolled (measured), so conv configs unroll fully.
-  c.scan_unroll = 1
-  c.optimizer = "adamw"
-  c.learning_rate = 1e-3
-  c.warmup_steps = 100
-  c.weight_decay = 1e-4
-  c.grad_clip = 1.0
-  c.eval_every = 500
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 3
-  c.log_every = 100
-  c.seq_len = 128  # chars only
-  c.max_bytes = 0  # chars only: 0 = whole corpus
-  c.eval_batches = 8  # chars only: held-out windows = eval_batches*batch_size
-  c.plot = True
-  # Data parallelism (docs/scaling.md). `batch_size` is the global batch,
-  # split evenly over the devices, so results do not depend on their number.
-  c.num_devices = 0  # 0 = all devices (of every process in a multi-host job)
-  # "replicated": a full copy of the parameters and optimizer state on every
-  # device; "sharded": large leaves split over the devices (ZeRO/FSDP style).
-  c.param_sharding = "replicated"
+  for key in KEYS:
+    if key.name == "model_config":
+      c.model_config = ml_collections.ConfigDict(
+          dict(MODEL_CONFIG_KEYS[c.model]))
+    else:
+      setattr(c, key.name, key.default)
   return c
+
+
+def describe() -> List[str]:
+  """One line per config key: `--config.<key>=<default>` and its meaning."""
+  lines = [f"  {f'--config.{k.name}={k.default!r}':<44} {k.help}"
+           for k in KEYS if k.name != "model_config"]
+  for model, keys in MODEL_KEYS.items():
+    lines += [f"  {f'--config.model_config.{k.name}={k.default!r}':<44} "
+              f"({model}) {k.help}" for k in keys]
+  return lines
+
+
+def nearest_keys(key: str, config: Any = None, n: int = 3) -> List[str]:
+  """The valid keys closest to the (dotted) `key`, for "did you mean".
+
+  Top-level keys come from the schema; `model_config.*` keys from `config`'s
+  model (all models' keys if `config` is None).
+
+  >>> nearest_keys("lerning_rate")
+  ['learning_rate']
+  >>> nearest_keys("steps")
+  ['num_steps', 'warmup_steps', 'steps_per_call']
+  """
+  if config is not None and config.get("model") in MODELS:
+    model_keys = list(MODEL_CONFIG_KEYS[config.model])
+  else:
+    model_keys = sorted({k for keys in MODEL_CONFIG_KEYS.values()
+                         for k in keys})
+  valid = [k.name for k in KEYS if k.name != "model_config"]
+  valid += [f"model_config.{k}" for k in model_keys]
+  close = difflib.get_close_matches(key, valid, n=n, cutoff=0.5)
+  # A bare suffix ("steps") matches keys that end in it ("num_steps").
+  ends = [k for k in valid if k.split(".")[-1].endswith(key.split(".")[-1])]
+  return list(dict.fromkeys(ends + close))[:n]
 
 
 def with_model(config: ml_collections.ConfigDict,
@@ -75,9 +160,12 @@ def _unknown(keys, valid, where: str) -> List[str]:
   errors = []
   for key in keys:
     if key not in valid:
+      close = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.5)
       errors.append(
-          f"unknown config key `{where}{key}`; valid keys: "
-          f"{', '.join(sorted(valid))}")
+          f"unknown config key `{where}{key}`"
+          + (f" (did you mean {', '.join(f'`{where}{c}`' for c in close)}?)"
+             if close else "")
+          + f"; valid keys: {', '.join(sorted(valid))}")
   return errors
 
 
@@ -115,6 +203,8 @@ def validate(config: Any) -> None:
                  "checkpoint_every", "keep_checkpoints", "log_every",
                  "seq_len", "eval_batches"):
       positive_int(name)
+    check(isinstance(config.name, str),
+          f"`name` must be a string, got {config.name!r}")
     check(isinstance(config.seed, int) and config.seed >= 0,
           f"`seed` must be an integer >= 0, got {config.seed!r}")
     check(isinstance(config.learning_rate, float) and
@@ -155,5 +245,6 @@ def to_dict(config: Any) -> Dict[str, Any]:
 
 
 def hashed_dict(config: Any) -> Dict[str, Any]:
-  """`to_dict(config)` without `LAYOUT_KEYS`: what a config hash covers."""
-  return {k: v for k, v in to_dict(config).items() if k not in LAYOUT_KEYS}
+  """`to_dict(config)` without `LAYOUT_KEYS` and `name`: what a config hash
+  covers."""
+  return {k: v for k, v in to_dict(config).items() if k not in _UNHASHED_KEYS}

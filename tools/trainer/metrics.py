@@ -2,12 +2,11 @@
 
 `MetricWriter` appends every record as one JSON line to
 `<workdir>/metrics.jsonl` (`{"step": 1200, "time": ..., "train/loss": 0.12}`)
-and writes the same scalars to a TensorBoard event file under
-`<workdir>/tensorboard/`. The event file is written by this module itself
-(TFRecord framing with masked CRC32C around hand-encoded `Event` protocol
-buffers), so neither TensorFlow, tensorboard nor protobuf is needed; the
-format is the one `tensorboard --logdir <workdir>` reads. `read_events` reads
-it back (checking every CRC).
+and writes the same scalars to TensorBoard through `tensorboardX` (its
+protocol buffers, summaries and record writer): one events file per run in
+`<workdir>/tensorboard/`, which also holds the run's config (as hparams and
+as a text summary). `tensorboard --logdir <workdir>` reads it; `read_events`
+reads it back here.
 
 Scalar names follow `<split>/<name>`: `train/loss`, `eval/loss`,
 `train/accuracy`, `eval/bits_per_char`, ... (`tools.trainer.plotting` groups
@@ -15,11 +14,10 @@ curves by `<name>`).
 
 Resuming: construct the writer with `resume_step=<restored step>`; records
 with a larger step (written after the checkpoint the run resumes from) are
-dropped from metrics.jsonl, so no step appears twice, and the new event file
-starts with a TensorBoard "session start" at `resume_step + 1`, which makes
-TensorBoard discard the older files' events from that step on (a fresh run,
-`resume_step=None`, empties metrics.jsonl and starts its event file with a
-session start at step 0).
+dropped from metrics.jsonl and from the run's events file, which the resumed
+run then appends to, so no step appears twice in either (a fresh run,
+`resume_step=None`, empties metrics.jsonl and starts a new events file in
+place of the old ones).
 
 >>> import tempfile
 >>> workdir = tempfile.mkdtemp()
@@ -32,33 +30,38 @@ session start at step 0).
 ...   _ = w.write(200, {"train/loss": 0.3})
 >>> [(r["step"], r["train/loss"]) for r in read_metrics(workdir)]
 [(100, 0.5), (200, 0.3)]
+>>> [(e.step, v.tag, round(v.simple_value, 3)) for e in read_events(workdir)
+...  for v in e.summary.value if v.HasField("simple_value")]
+[(100, 'train/loss', 0.5), (200, 'train/loss', 0.3)]
 """
 
 import datetime
+import glob
 import json
 import math
 import os
 import socket
 import struct
 import time
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from absl import logging
 import numpy as np
+from tensorboardX import record_writer
+from tensorboardX import summary as tbx_summary
+from tensorboardX.proto import event_pb2
+from tensorboardX.proto import summary_pb2
 
 from pax_haiku._src import atomic_write
 
 __all__ = [
-    "Event",
-    "EventFileWriter",
+    "EventFile",
     "METRICS_FILE",
     "MetricWriter",
     "ProgressLogger",
     "TENSORBOARD_DIR",
-    "crc32c",
     "format_duration",
     "format_progress",
-    "masked_crc32c",
     "read_events",
     "read_metrics",
 ]
@@ -66,241 +69,170 @@ __all__ = [
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 _RESERVED = ("step", "time")
-
-# ----------------------------------------------------------------- CRC32C ---
-
-
-def _make_crc_table() -> List[int]:
-  table = []
-  for n in range(256):
-    c = n
-    for _ in range(8):
-      c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-    table.append(c)
-  return table
-
-
-_CRC_TABLE = _make_crc_table()
-
-
-def crc32c(data: bytes) -> int:
-  """CRC-32C (Castagnoli) of `data`, as used by TFRecord files.
-
-  >>> hex(crc32c(b"123456789"))
-  '0xe3069283'
-  """
-  crc = 0xFFFFFFFF
-  table = _CRC_TABLE
-  for byte in data:
-    crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-  return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-  """The masked CRC TFRecord stores: rotate right by 15, add a constant."""
-  crc = crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-# -------------------------------------------------------- protobuf encoding ---
-
-
-def _varint(value: int) -> bytes:
-  value &= (1 << 64) - 1  # int64 two's complement, as protobuf does
-  out = bytearray()
-  while True:
-    byte = value & 0x7F
-    value >>= 7
-    if value:
-      out.append(byte | 0x80)
-    else:
-      out.append(byte)
-      return bytes(out)
-
-
-def _key(field: int, wire_type: int) -> bytes:
-  return _varint((field << 3) | wire_type)
-
-
-def _length_delimited(field: int, payload: bytes) -> bytes:
-  return _key(field, 2) + _varint(len(payload)) + payload
-
-
-def _encode_event(wall_time: float, step: int, *,
-                  file_version: Optional[str] = None,
-                  scalars: Optional[Mapping[str, float]] = None,
-                  session_status: Optional[int] = None) -> bytes:
-  """Encodes a `tensorflow.Event` (event.proto).
-
-  Event: wall_time = 1 (double), step = 2 (int64), file_version = 3
-  (string), summary = 5 (Summary), session_log = 7 (SessionLog).
-  Summary: value = 1 (repeated Value); Value: tag = 1 (string),
-  simple_value = 2 (float). SessionLog: status = 1 (enum, START = 1).
-  """
-  out = _key(1, 1) + struct.pack("<d", wall_time) + _key(2, 0) + _varint(step)
-  if file_version is not None:
-    out += _length_delimited(3, file_version.encode("utf-8"))
-  if scalars is not None:
-    summary = b"".join(
-        _length_delimited(1, _length_delimited(1, tag.encode("utf-8"))
-                          + _key(2, 5) + struct.pack("<f", value))
-        for tag, value in scalars.items())
-    out += _length_delimited(5, summary)
-  if session_status is not None:
-    out += _length_delimited(7, _key(1, 0) + _varint(session_status))
-  return out
-
-
-def _decode(buf: bytes) -> List[tuple]:
-  """Decodes one protobuf message into [(field, wire_type, value)]."""
-  fields = []
-  pos = 0
-
-  def varint():
-    nonlocal pos
-    shift = result = 0
-    while True:
-      if pos >= len(buf):
-        raise ValueError("truncated varint")
-      byte = buf[pos]
-      pos += 1
-      result |= (byte & 0x7F) << shift
-      shift += 7
-      if not byte & 0x80:
-        return result
-
-  while pos < len(buf):
-    key = varint()
-    field, wire_type = key >> 3, key & 7
-    if wire_type == 0:
-      value = varint()
-    elif wire_type == 1:
-      value, pos = buf[pos:pos + 8], pos + 8
-    elif wire_type == 5:
-      value, pos = buf[pos:pos + 4], pos + 4
-    elif wire_type == 2:
-      n = varint()
-      value, pos = buf[pos:pos + n], pos + n
-    else:
-      raise ValueError(f"unsupported wire type {wire_type}")
-    if pos > len(buf):
-      raise ValueError("truncated field")
-    fields.append((field, wire_type, value))
-  return fields
-
-
-class Event(NamedTuple):
-  """A decoded event: `values` maps tag to simple_value (summary events)."""
-  wall_time: float
-  step: int
-  file_version: Optional[str]
-  values: Dict[str, float]
-  session_status: Optional[int]
-
-
-def _decode_event(buf: bytes) -> Event:
-  wall_time, step, file_version, values, status = 0.0, 0, None, {}, None
-  for field, wire_type, value in _decode(buf):
-    if field == 1 and wire_type == 1:
-      wall_time = struct.unpack("<d", value)[0]
-    elif field == 2 and wire_type == 0:
-      step = value - (1 << 64) if value >= 1 << 63 else value
-    elif field == 3 and wire_type == 2:
-      file_version = value.decode("utf-8")
-    elif field == 5 and wire_type == 2:
-      for f, _, v in _decode(value):
-        if f != 1:
-          continue
-        tag, simple = None, None
-        for vf, vw, vv in _decode(v):
-          if vf == 1 and vw == 2:
-            tag = vv.decode("utf-8")
-          elif vf == 2 and vw == 5:
-            simple = struct.unpack("<f", vv)[0]
-        if tag is not None and simple is not None:
-          values[tag] = simple
-    elif field == 7 and wire_type == 2:
-      for f, w, v in _decode(value):
-        if f == 1 and w == 0:
-          status = v
-  return Event(wall_time, step, file_version, values, status)
-
+_EVENTS_GLOB = "events.out.tfevents.*"
+# Written again at the end of every (resumed) run, so dropped on resume.
+_END_TAGS = ("_hparams_/experiment", "_hparams_/session_end_info")
 
 # ------------------------------------------------------------ event files ---
 
 
-class EventFileWriter:
-  """Writes a TensorBoard event file (`events.out.tfevents.*`)."""
+def _records(path: str) -> List[bytes]:
+  """The intact records of a TFRecord file (a torn last record is dropped).
 
-  FILE_VERSION = "brain.Event:2"
-  SESSION_START = 1
+  The framing is TFRecord's: length (uint64), masked CRC of the length,
+  data, masked CRC of the data; the CRCs are tensorboardX's.
+  """
+  with open(path, "rb") as f:
+    data = f.read()
+  records, pos = [], 0
+  while pos + 12 <= len(data):
+    header = data[pos:pos + 8]
+    (length,) = struct.unpack("<Q", header)
+    end = pos + 12 + length + 4
+    if (struct.unpack("<I", data[pos + 8:pos + 12])[0]
+        != record_writer.masked_crc32c(header) or end > len(data)):
+      break
+    payload = data[pos + 12:end - 4]
+    if (struct.unpack("<I", data[end - 4:end])[0]
+        != record_writer.masked_crc32c(payload)):
+      break
+    records.append(payload)
+    pos = end
+  if pos != len(data):
+    logging.warning("%s: ignoring %d damaged byte(s) after the last intact "
+                    "record (a writer killed mid-write).", path,
+                    len(data) - pos)
+  return records
 
-  def __init__(self, logdir: str, clock: Callable[[], float] = time.time):
-    os.makedirs(logdir, exist_ok=True)
+
+def _event_files(logdir: str) -> List[str]:
+  return sorted(glob.glob(os.path.join(logdir, _EVENTS_GLOB)))
+
+
+def read_events(path: str) -> List[event_pb2.Event]:
+  """The events of an events file, or of a workdir's (or logdir's) newest one.
+
+  Raises:
+    FileNotFoundError: if a directory holds no events file.
+  """
+  if os.path.isdir(path):
+    tb_dir = os.path.join(path, TENSORBOARD_DIR)
+    files = _event_files(tb_dir if os.path.isdir(tb_dir) else path)
+    if not files:
+      raise FileNotFoundError(f"No {_EVENTS_GLOB} file in {path}.")
+    path = files[-1]
+  return [event_pb2.Event.FromString(r) for r in _records(path)]
+
+
+def _is_end_event(event: event_pb2.Event) -> bool:
+  return any(v.tag in _END_TAGS for v in event.summary.value)
+
+
+def _flat_hparams(config: Mapping[str, Any], prefix: str = ""
+                  ) -> Dict[str, Any]:
+  """Nested config -> `{"a.b": value}` with bool/int/float/str values."""
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, Mapping):
+      out.update(_flat_hparams(value, f"{prefix}{key}."))
+    elif isinstance(value, (bool, int, float, str)):
+      out[f"{prefix}{key}"] = value
+    else:
+      out[f"{prefix}{key}"] = str(value)
+  return out
+
+
+class EventFile:
+  """One run's TensorBoard events file, written with tensorboardX.
+
+  A fresh run (`resume_step=None`) replaces the events files in `logdir` by
+  a new one; a resumed run rewrites the existing file without the events
+  after `resume_step` (and without a torn last record) and appends to it.
+  Both rewrite through a temporary file that is renamed once complete.
+  """
+
+  def __init__(self, logdir: str, resume_step: Optional[int] = None,
+               config: Optional[Mapping[str, Any]] = None,
+               clock: Callable[[], float] = time.time):
     self._clock = clock
-    now = clock()
-    name = (f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}."
-            f"{os.getpid()}.{time.monotonic_ns() % 10**9}")
-    self.path = os.path.join(logdir, name)
-    self._file = open(self.path, "xb")
-    self._write(_encode_event(now, 0, file_version=self.FILE_VERSION))
-    self.flush()
+    self._tags: Dict[str, None] = {}
+    self._last_step = 0
+    self._hparams = None if config is None else _flat_hparams(config)
+    os.makedirs(logdir, exist_ok=True)
+    existing = _event_files(logdir)
+    kept: List[bytes] = []
+    if resume_step is not None and existing:
+      self.path = existing[-1]
+      for record in _records(self.path):
+        event = event_pb2.Event.FromString(record)
+        if event.step <= resume_step and not _is_end_event(event):
+          kept.append(record)
+          self._last_step = max(self._last_step, event.step)
+          self._tags.update((v.tag, None) for v in event.summary.value
+                            if v.HasField("simple_value"))
+    else:
+      # tensorboardX's file name, plus the pid: processes can't collide.
+      self.path = os.path.join(
+          logdir, f"events.out.tfevents.{int(clock()):010d}."
+          f"{socket.gethostname()}.{os.getpid()}")
+    tmp = os.path.join(logdir, f".{os.path.basename(self.path)}.tmp")
+    self._writer = record_writer.RecordWriter(tmp)
+    for record in kept:
+      self._writer.write(record)
+    if not kept:
+      self._write(event_pb2.Event(wall_time=clock(), step=0,
+                                  file_version="brain.Event:2"))
+      if config is not None:
+        self._write_config(config)
+    self._writer.flush()
+    os.replace(tmp, self.path)
+    for old in existing:
+      if old != self.path:  # A fresh run's predecessors.
+        os.remove(old)
 
-  def _write(self, data: bytes) -> None:
-    header = struct.pack("<Q", len(data))
-    self._file.write(header + struct.pack("<I", masked_crc32c(header)) + data
-                     + struct.pack("<I", masked_crc32c(data)))
+  def _write(self, event: event_pb2.Event) -> None:
+    self._writer.write(event.SerializeToString())
+
+  def _write_summary(self, step: int, summary: summary_pb2.Summary,
+                     wall_time: Optional[float] = None) -> None:
+    self._write(event_pb2.Event(
+        wall_time=self._clock() if wall_time is None else wall_time,
+        step=int(step), summary=summary))
+
+  def _write_config(self, config: Mapping[str, Any]) -> None:
+    """The config as hparams (session start) and as a JSON text summary."""
+    _, session_start, _ = tbx_summary.hparams(self._hparams, {})
+    self._write_summary(0, session_start)
+    text = json.dumps(dict(config), indent=2, default=str)
+    self._write_summary(0, tbx_summary.text(
+        "config", "```\n" + text + "\n```"))
 
   def write_scalars(self, step: int, scalars: Mapping[str, float],
                     wall_time: Optional[float] = None) -> None:
     """Writes one event holding `scalars` (tag -> float) at `step`."""
-    wall_time = self._clock() if wall_time is None else wall_time
-    self._write(_encode_event(wall_time, int(step), scalars=scalars))
-
-  def write_session_start(self, step: int) -> None:
-    """Marks a restart: TensorBoard drops earlier events with step >= `step`."""
-    self._write(_encode_event(self._clock(), int(step),
-                              session_status=self.SESSION_START))
+    values = [tbx_summary.scalar(tag, value).value[0]
+              for tag, value in scalars.items()]
+    self._tags.update((v.tag, None) for v in values)
+    self._last_step = max(self._last_step, int(step))
+    self._write_summary(step, summary_pb2.Summary(value=values), wall_time)
 
   def flush(self) -> None:
-    self._file.flush()
+    self._writer.flush()
 
   def close(self) -> None:
-    if not self._file.closed:
-      self._file.close()
-
-
-def read_events(path: str) -> List[Event]:
-  """Reads an event file, verifying every record's CRCs.
-
-  A truncated final record (a writer killed mid-write) ends the list, as in
-  TensorBoard.
-
-  Raises:
-    ValueError: if a complete record fails its CRC check.
-  """
-  with open(path, "rb") as f:
-    data = f.read()
-  events = []
-  pos = 0
-  while pos < len(data):
-    if pos + 12 > len(data):
-      break
-    header = data[pos:pos + 8]
-    (length,) = struct.unpack("<Q", header)
-    (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
-    if header_crc != masked_crc32c(header):
-      raise ValueError(f"{path}: bad length CRC at offset {pos}.")
-    end = pos + 12 + length + 4
-    if end > len(data):
-      break
-    payload = data[pos + 12:pos + 12 + length]
-    (payload_crc,) = struct.unpack("<I", data[end - 4:end])
-    if payload_crc != masked_crc32c(payload):
-      raise ValueError(f"{path}: bad data CRC in the record at offset {pos}.")
-    events.append(_decode_event(payload))
-    pos = end
-  return events
+    """Closes the file, ending it with the hparams experiment (the config's
+    keys and every scalar tag written: the metrics TensorBoard's HParams
+    dashboard offers) at the last step written."""
+    if self._writer is None:
+      return
+    if self._hparams is not None:
+      experiment, _, session_end = tbx_summary.hparams(
+          self._hparams, dict.fromkeys(self._tags, 0.0))
+      self._write_summary(self._last_step, experiment)
+      self._write_summary(self._last_step, session_end)
+    self._writer.flush()
+    self._writer.close()
+    self._writer = None
 
 
 # ------------------------------------------------------------ JSON lines ---
@@ -360,6 +292,7 @@ class MetricWriter:
 
   def __init__(self, workdir: str, *, enabled: bool = True,
                resume_step: Optional[int] = None, tensorboard: bool = True,
+               config: Optional[Mapping[str, Any]] = None,
                clock: Callable[[], float] = time.time):
     """Opens the writer.
 
@@ -367,10 +300,12 @@ class MetricWriter:
       workdir: where metrics.jsonl and tensorboard/ go (created if missing).
       enabled: False on every process but process 0.
       resume_step: the step of the checkpoint the run resumed from: records
-        with a larger step are dropped from metrics.jsonl. None means a fresh
-        run: an existing metrics.jsonl (from a run that left no checkpoint)
-        is emptied.
-      tensorboard: also write a TensorBoard event file.
+        with a larger step are dropped from metrics.jsonl and the events
+        file. None means a fresh run: an existing metrics.jsonl (from a run
+        that left no checkpoint) is emptied, older events files are replaced.
+      tensorboard: also write a TensorBoard events file.
+      config: the run's config (a possibly nested dict), written to the
+        events file as hparams and as a text summary.
       clock: wall-clock source (for tests).
     """
     self.enabled = bool(enabled)
@@ -378,6 +313,8 @@ class MetricWriter:
     self._clock = clock
     self._file = None
     self._events = None
+    self._rate_step = 0 if resume_step is None else int(resume_step)
+    self._rate_time = clock()
     if not self.enabled:
       return
     if resume_step is not None and (isinstance(resume_step, bool) or
@@ -389,12 +326,8 @@ class MetricWriter:
       self._truncate(resume_step)
     self._file = open(self.path, "a", encoding="utf-8")
     if tensorboard:
-      self._events = EventFileWriter(os.path.join(workdir, TENSORBOARD_DIR),
-                                     clock=clock)
-      # TensorBoard drops older files' events from this step on.
-      self._events.write_session_start(
-          0 if resume_step is None else resume_step + 1)
-      self._events.flush()
+      self._events = EventFile(os.path.join(workdir, TENSORBOARD_DIR),
+                               resume_step, config=config, clock=clock)
 
   def _truncate(self, resume_step: Optional[int]) -> None:
     """Keeps only the records with step <= resume_step (atomic rewrite)."""
@@ -452,6 +385,14 @@ class MetricWriter:
     if self._events is not None:
       self._events.close()
       self._events = None
+
+  def steps_per_sec(self, step: int) -> float:
+    """Training speed: steps per second since the last call (or since the
+    writer opened, at `resume_step` or 0), measured with `clock`."""
+    now = self._clock()
+    steps, elapsed = step - self._rate_step, now - self._rate_time
+    self._rate_step, self._rate_time = int(step), now
+    return steps / elapsed if elapsed > 0 else 0.0
 
   def __enter__(self) -> "MetricWriter":
     return self

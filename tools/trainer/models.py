@@ -6,7 +6,7 @@ plus an `eval_fn(model, batch, mask) -> dict of summed metrics`.
 """
 
 import math
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -119,19 +119,64 @@ def eval_fn_for(config: Any):
   return lm if config.dataset == "chars" else classification
 
 
-def make_optimizer(config: Any) -> optax.GradientTransformation:
-  """AdamW (or SGD) with warmup + cosine decay and global-norm clipping."""
-  schedule = optax.warmup_cosine_decay_schedule(
+class GradNormState(NamedTuple):
+  """The global norm of the last step's gradients, before clipping."""
+  grad_norm: jax.Array
+
+
+def record_grad_norm() -> optax.GradientTransformation:
+  """Keeps the gradients' global norm in the optimizer state.
+
+  Updates pass through unchanged, so training is bit-identical with or
+  without it; `optimizer_metrics` reads the norm back.
+  """
+
+  def init(params):
+    del params
+    return GradNormState(jnp.zeros([], jnp.float32))
+
+  def update(updates, state, params=None):
+    del state, params
+    return updates, GradNormState(
+        optax.tree.norm(updates).astype(jnp.float32))
+
+  return optax.GradientTransformation(init, update)
+
+
+def learning_rate_schedule(config: Any) -> optax.Schedule:
+  """Linear warmup from 0, then cosine decay to 1% of `learning_rate`."""
+  return optax.warmup_cosine_decay_schedule(
       0.0, config.learning_rate, max(1, config.warmup_steps),
       max(config.num_steps, config.warmup_steps + 1),
       end_value=config.learning_rate * 0.01)
+
+
+def make_optimizer(config: Any) -> optax.GradientTransformation:
+  """AdamW (or SGD) with warmup + cosine decay and global-norm clipping."""
+  schedule = learning_rate_schedule(config)
   if config.optimizer == "adamw":
     opt = optax.adamw(schedule, weight_decay=config.weight_decay)
   elif config.optimizer == "adam":
     opt = optax.adam(schedule)
   else:
     opt = optax.sgd(schedule, momentum=0.9)
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
+  return optax.chain(record_grad_norm(),
+                     optax.clip_by_global_norm(config.grad_clip), opt)
+
+
+def optimizer_metrics(config: Any, optimizer: Any,
+                      step: int) -> Dict[str, float]:
+  """The learning rate and gradient norm of the update that made `step`.
+
+  `train/learning_rate` is the schedule's value for that update (the
+  optimizer's count is `step - 1` there); `train/grad_norm` is the global
+  norm of its gradients before clipping (`record_grad_norm`). Reading the
+  norm may gather across processes: call it on every process.
+  """
+  norm = optax.tree_utils.tree_get(optimizer.opt_state, "grad_norm")
+  return {"train/learning_rate":
+              float(learning_rate_schedule(config)(step - 1)),
+          "train/grad_norm": float(pax.sharding.to_host(norm))}
 
 
 def summarize(sums: Dict[str, Any]) -> Dict[str, float]:

@@ -15,6 +15,7 @@ accuracy / bits per character / perplexity, each with one line per split.
 True
 """
 
+import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -24,7 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from tools.trainer import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
 
-__all__ = ["DEFAULT_PANELS", "curves", "plot_curves", "plot_workdir"]
+__all__ = ["DEFAULT_PANELS", "curves", "plot_curves", "plot_workdir",
+           "run_title"]
 
 #: Metric names drawn by default, in panel order (those present are drawn).
 DEFAULT_PANELS = ("loss", "accuracy", "bits_per_char", "perplexity")
@@ -119,19 +121,49 @@ def plot_curves(records: Sequence[Mapping[str, Any]], out_path: str,
   return drawn
 
 
+def run_title(workdir: str) -> str:
+  """The plot title of a run: its config's name (`name` in the
+  `<workdir>/config.json` the trainer writes), else "<model> on <dataset>",
+  else the workdir's name.
+
+  >>> import json, os, tempfile
+  >>> workdir = tempfile.mkdtemp()
+  >>> with open(os.path.join(workdir, "config.json"), "w") as f:
+  ...   json.dump({"name": "digits_mlp", "model": "mlp"}, f)
+  >>> run_title(workdir)
+  'digits_mlp'
+  """
+  try:
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+      config = json.load(f)
+  except (OSError, ValueError):
+    config = {}
+  if not isinstance(config, dict):
+    config = {}
+  if config.get("name"):
+    return str(config["name"])
+  if config.get("model") and config.get("dataset"):
+    return f"{config['model']} on {config['dataset']}"
+  return os.path.basename(os.path.abspath(workdir))
+
+
 def plot_workdir(workdir: str, out_path: Optional[str] = None,
                  panels: Optional[Sequence[str]] = None) -> str:
   """Plots `<workdir>/metrics.jsonl` to `out_path` (default
-  `<workdir>/curves.png`); returns the PNG path.
+  `<workdir>/curves.png`), titled `run_title(workdir)`; returns the PNG path.
 
   Raises:
     FileNotFoundError: if there is no metrics.jsonl in `workdir`.
+    ValueError: if none of `panels` is in the records.
   """
   path = os.path.join(workdir, metrics_lib.METRICS_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} the --workdir "
-                            "of a training run?")
+    what = ("does not exist" if not os.path.isdir(workdir)
+            else f"has no {metrics_lib.METRICS_FILE}")
+    raise FileNotFoundError(
+        f"{path} not found: {workdir!r} {what}; is it the --workdir of a "
+        "training run?")
   out_path = out_path or os.path.join(workdir, "curves.png")
   plot_curves(metrics_lib.read_metrics(path), out_path, panels=panels,
-              title=os.path.basename(os.path.abspath(workdir)))
+              title=run_title(workdir))
   return out_path

@@ -232,7 +232,8 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
 
   writer = metrics_lib.MetricWriter(
       workdir, enabled=is_chief,
-      resume_step=start_step if restored is not None else None)
+      resume_step=start_step if restored is not None else None,
+      config=config_schema.to_dict(config))
   k = config.steps_per_call
   logger = metrics_lib.ProgressLogger(
       config.num_steps, examples_per_step=config.batch_size,
@@ -266,7 +267,9 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
     step += k
     train_metrics = {f"train/{n}": float(v) for n, v in aux.items()}
     if step % config.log_every == 0 or step == config.num_steps:
-      writer.write(step, train_metrics)
+      writer.write(step, {**train_metrics,
+                          **models.optimizer_metrics(config, optimizer, step),
+                          "train/steps_per_sec": writer.steps_per_sec(step)})
       if is_chief:
         logger.log(step, {n.split("/")[1]: v
                           for n, v in train_metrics.items()})

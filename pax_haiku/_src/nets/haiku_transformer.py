@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 
 
-def _check_dims(model_dim: int, num_heads: int) -> None:
+def _check_dims(model_dim: int, num_heads: int, fix: str) -> None:
   if model_dim % num_heads:
     raise ValueError(
         f"The model dimension ({model_dim}) must be divisible by the number "
-        f"of heads ({num_heads}).\nFix: e.g. model_dim=256, num_heads=8.")
+        f"of heads ({num_heads}).\nFix: {fix}")
 
 
 def _layer_norm(name: str) -> hk.LayerNorm:
@@ -85,7 +85,11 @@ class Transformer(hk.Module):
       The output embeddings `[B, T, D]`.
     """
     seq_len, model_dim = h.shape[-2:]
-    _check_dims(model_dim, self.num_heads)
+    # D is the embeddings' last dimension: Transformer has no argument for it.
+    _check_dims(model_dim, self.num_heads,
+                "pass embeddings `h` whose last dimension is a multiple of "
+                f"num_heads, e.g. {4 * self.num_heads}, or a num_heads that "
+                f"divides {model_dim}.")
     causal = jnp.tril(jnp.ones((1, 1, seq_len, seq_len), dtype=bool))
     if mask is not None:
       causal = causal & mask[:, None, None, :].astype(bool)
@@ -137,7 +141,7 @@ class TransformerLM(hk.Module):
       name: module name.
     """
     super().__init__(name=name)
-    _check_dims(model_dim, num_heads)
+    _check_dims(model_dim, num_heads, "e.g. model_dim=256, num_heads=8.")
     self.vocab_size = vocab_size
     self.model_dim = model_dim
     self.num_heads = num_heads

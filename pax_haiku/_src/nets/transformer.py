@@ -22,20 +22,23 @@ from pax_haiku._src.nets import haiku_transformer
 from pax_haiku._src.nn import _checks
 
 
-def _check_config(layer: str, model_dim: int, num_heads: int, num_layers: int,
+def _check_config(layer: str, dim: int, num_heads: int, num_layers: int,
                   dropout_rate: float, widening_factor: int) -> None:
-  example = f"pax.nets.{layer}(...)"
-  _checks.positive_int(f"nets.{layer}", "model_dim", model_dim, example)
+  example = (f"pax.nets.{layer}("
+             + ("vocab_size=256, " if layer == "TransformerLM" else "")
+             + "dim=128, num_heads=4, num_layers=2"
+             + (", max_len=64" if layer == "TransformerLM" else "") + ")")
+  _checks.positive_int(f"nets.{layer}", "dim", dim, example)
   _checks.positive_int(f"nets.{layer}", "num_heads", num_heads, example)
   _checks.positive_int(f"nets.{layer}", "num_layers", num_layers, example)
   _checks.positive_int(f"nets.{layer}", "widening_factor", widening_factor,
                        example)
   _checks.rate(f"nets.{layer}", "dropout_rate", dropout_rate,
                "dropout_rate=0.1")
-  if model_dim % num_heads:
+  if dim % num_heads:
     raise ValueError(
-        f"pax.nets.{layer}: model_dim ({model_dim}) must be divisible by "
-        f"num_heads ({num_heads}).\nFix: e.g. model_dim=256, num_heads=8.")
+        f"pax.nets.{layer}: dim ({dim}) must be divisible by num_heads "
+        f"({num_heads}).\nFix: e.g. dim=256, num_heads=8.")
 
 
 def _check_mask(net: Any, mask: Optional[jax.Array], shape: tuple) -> None:

@@ -1,0 +1,386 @@
+"""Every hint in tools/ and the trainer works: triggered, then its fix run.
+
+A hint is a message string with `Fix:` or `e.g.` in it (docstrings and
+comments aside). `HINTS` maps each one, by file and a piece of its
+statement's source, to the test here that provokes the error and then runs
+exactly what the message suggests (the flag, key, argument or call it
+names); `test_every_hint_is_covered` fails for a hint that no test runs, and
+for an entry whose hint no longer exists.
+"""
+
+import ast
+import doctest
+import glob
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from unittest import mock
+
+from absl import flags
+from absl.testing import absltest
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import pax_haiku as pax
+from tools import cli
+from tools.bench import scaling
+from tools.trainer import checkpoint
+from tools.trainer import config_schema
+from tools.trainer import data as data_lib
+from tools.trainer import metrics
+from tools.trainer import train_lib
+from configs import smoke
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "tools", "train.py")
+PLOT = os.path.join(ROOT, "tools", "plot_metrics.py")
+SMOKE = os.path.join(ROOT, "configs", "smoke.py")
+
+# (file, a piece of the hint statement's source) -> the test that runs it.
+HINTS = {
+    ("tools/cli.py", "is required.\\nFix: "): "test_train_command_line",
+    ("tools/cli.py", "Fix: see `--help` for the flags."):
+        "test_train_command_line",
+    ("tools/cli.py", "unexpected arguments: "): "test_train_command_line",
+    ("tools/train.py", "use a key the config has, e.g."):
+        "test_train_command_line",
+    ("tools/train.py", "\\nFix: {fix}; `--help` lists every key."):
+        "test_train_command_line",
+    ("tools/train.py", "Fix: pass an existing config \""):
+        "test_train_command_line",
+    ("tools/train.py", "add e.g. `--workdir={workdir}`"):
+        "test_train_command_line",
+    ("tools/trainer/train_lib.py", "Cannot write to workdir"):
+        "test_train_command_line",
+    ("tools/trainer/train_lib.py", "Fix: lower `learning_rate`"):
+        "test_non_finite_loss",
+    ("tools/trainer/train_lib.py", "Fix: pass a --workdir on shared storage"):
+        "test_processes_disagree_on_checkpoint",
+    ("tools/plot_metrics.py", "pass the --workdir of a training run, e.g."):
+        "test_plot_metrics",
+    ("tools/plot_metrics.py", "train one, e.g. `python3 tools/train.py "):
+        "test_plot_metrics",
+    ("tools/plot_metrics.py", "\\nFix: {_workdir_fix()}"): "test_plot_metrics",
+    ("tools/plot_metrics.py", "e.g. `--panels=loss`"): "test_plot_metrics",
+    ("tools/trainer/checkpoint.py", "(e.g. int(x), \""):
+        "test_checkpoint_hints",
+    ("tools/trainer/checkpoint.py", "Fix: restore an intact checkpoint"):
+        "test_checkpoint_hints",
+    ("tools/trainer/data.py", "e.g. ArrayBatcher((images, \""):
+        "test_array_batcher_hint",
+    ("tools/trainer/metrics.py", "reduce it first (e.g. x.mean())"):
+        "test_metric_hints",
+    ("tools/trainer/metrics.py", "is reserved; use e.g. "):
+        "test_metric_hints",
+    ("tools/bench/scaling.py", "batch_size=512 or model_config.hidden_sizes"):
+        "test_bench_override_example",
+}
+
+_SIMPLE = (ast.Raise, ast.Return, ast.Expr, ast.Assign, ast.AnnAssign,
+           ast.AugAssign)
+
+
+def find_hints(root):
+  """[(file, line, statement source)] of every hint string under tools/."""
+  found = []
+  for path in sorted(glob.glob(os.path.join(root, "tools", "**", "*.py"),
+                               recursive=True)):
+    with open(path, encoding="utf-8") as f:
+      source = f.read()
+    tree = ast.parse(source)
+    docstrings = set()
+    for node in ast.walk(tree):
+      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                           ast.AsyncFunctionDef)):
+        if (node.body and isinstance(node.body[0], ast.Expr) and
+            isinstance(node.body[0].value, ast.Constant)):
+          docstrings.add(id(node.body[0].value))
+    for stmt in ast.walk(tree):
+      if not isinstance(stmt, _SIMPLE):
+        continue
+      if any(isinstance(n, ast.Constant) and isinstance(n.value, str) and
+             id(n) not in docstrings and ("Fix:" in n.value or
+                                          "e.g." in n.value)
+             for n in ast.walk(stmt)):
+        found.append((os.path.relpath(path, root), stmt.lineno,
+                      ast.get_source_segment(source, stmt)))
+  return found
+
+
+def run(*args, env=None, cwd=None):
+  return subprocess.run([sys.executable, *args], capture_output=True,
+                        text=True, timeout=600, check=False, cwd=cwd,
+                        env=dict(os.environ, **(env or {})))
+
+
+class HintsTest(absltest.TestCase):
+
+  def usage_error(self, *args, env=None, rc=2):
+    """Runs a command that must fail; returns its `Fix:` line's examples."""
+    proc = run(*args, env=env)
+    self.assertEqual(proc.returncode, rc, (args, proc.stdout, proc.stderr))
+    # absl logs "I1202 ..." lines to stderr; the user-facing error is the rest.
+    lines = [l for l in proc.stderr.strip().splitlines()
+             if not re.match(r"^[IWE]\d{4} ", l)]
+    self.assertLen(lines, 2, proc.stderr)  # One error line, one fix line.
+    self.assertTrue(lines[0].startswith("error: "), proc.stderr)
+    self.assertTrue(lines[1].startswith("Fix: "), proc.stderr)
+    self.assertNotIn("\\n", proc.stderr)  # Unescaped text.
+    self.assertNotIn("\\'", proc.stderr)
+    return lines[0], re.findall(r"`([^`]+)`", lines[1])
+
+  def test_every_hint_is_covered(self):
+    found = find_hints(ROOT)
+    self.assertNotEmpty(found)
+    uncovered = [(f, line, src) for f, line, src in found
+                 if not any(f == hf and piece in src for hf, piece in HINTS)]
+    self.assertEqual(uncovered, [], "a hint no test runs: add it to HINTS")
+    stale = [k for k in HINTS
+             if not any(f == k[0] and k[1] in src for f, _, src in found)]
+    self.assertEqual(stale, [], "HINTS entries whose hint is gone")
+    for name in set(HINTS.values()):
+      self.assertTrue(callable(getattr(self, name, None)), name)
+
+  def test_train_command_line(self):
+    runs_root = self.create_tempdir().full_path
+    env = {"PAX_HAIKU_RUNS": runs_root}
+    scratch = self.create_tempdir().full_path
+    fixes = []
+    # Unknown keys: the fix is the nearest key, with the value given.
+    error, (arg, *_) = self.usage_error(TRAIN, "--config.lerning_rate=0.05",
+                                     f"--workdir={scratch}", env=env)
+    self.assertIn("unknown config key `lerning_rate`", error)
+    self.assertEqual(shlex.split(arg), ["--config.learning_rate=0.05"])
+    fixes += shlex.split(arg)
+    _, (arg, *_) = self.usage_error(TRAIN, "--config.model_config.hiden_sizes="
+                                 "(16,)", f"--workdir={scratch}", env=env)
+    self.assertEqual(shlex.split(arg),
+                     ["--config.model_config.hidden_sizes=(16,)"])
+    fixes += shlex.split(arg)
+    _, (arg, *_) = self.usage_error(TRAIN, "--config.steps=100",
+                                 f"--workdir={scratch}", env=env)
+    self.assertEqual(arg, "--config.num_steps=100")
+    fixes.append(arg)
+    # A config file that does not exist.
+    error, (arg, *_) = self.usage_error(
+        TRAIN, "--config=/nonexistent/config.py", f"--workdir={scratch}",
+        env=env)
+    self.assertIn("cannot load the config file", error)
+    fixes.insert(0, arg)
+    # No --workdir.
+    _, (arg, *_) = self.usage_error(TRAIN, env=env)
+    self.assertEqual(arg, f"--workdir={runs_root}/digits_mlp")
+    workdir_fix = arg
+    # A workdir that can't be written.
+    blocker = os.path.join(scratch, "file")
+    open(blocker, "w").close()
+    error, _ = self.usage_error(TRAIN, f"--config={SMOKE}",
+                                f"--workdir={blocker}/sub", env=env)
+    self.assertIn("Cannot write to workdir", error)
+    # An unknown flag and a stray argument: --help lists the flags.
+    error, (arg, *_) = self.usage_error(TRAIN, "--no_such_flag",
+                                     f"--workdir={scratch}", env=env)
+    self.assertIn("Unknown command line flag 'no_such_flag'", error)
+    proc = run(TRAIN, arg)
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+    for name in ("--workdir", "--config.learning_rate=0.001",
+                 "--config.model_config.hidden_sizes=(256, 256)"):
+      self.assertIn(name, proc.stdout)
+    error, _ = self.usage_error(TRAIN, "stray", f"--workdir={scratch}",
+                                env=env)
+    self.assertIn("unexpected arguments: stray", error)
+    # Every suggested fix at once (a writable workdir, no stray argument).
+    proc = run(TRAIN, *fixes, workdir_fix, env=env)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("Final test metrics after 100 steps", proc.stdout)
+    with open(os.path.join(runs_root, "digits_mlp", "config.json")) as f:
+      config = json.load(f)
+    self.assertEqual((config["learning_rate"], config["num_steps"],
+                      config["model_config"]["hidden_sizes"],
+                      config["name"]), (0.05, 100, [16], "digits_mlp"))
+
+  def test_non_finite_loss(self):
+    workdir = self.create_tempdir().full_path
+    config = smoke.get_config()
+    config.num_steps = 20
+    train_lib.train_and_evaluate(config, workdir)  # Checkpoint at step 20.
+    original = train_lib.models.loss_fn_for
+
+    def diverging_above_lr_1(config):
+      """The loss turns NaN with a learning rate > 1 (a stand-in for a
+      diverging run: the smoke MLP's ReLUs die instead of diverging)."""
+      loss_fn = original(config)
+
+      def loss(model, batch):
+        value, (aux, model) = loss_fn(model, batch)
+        if config.learning_rate > 1.0:
+          value = value * jnp.nan
+          aux = dict(aux, loss=aux["loss"] * jnp.nan)
+        return value, (aux, model)
+
+      return loss
+
+    config = smoke.get_config()
+    config.num_steps, config.learning_rate = 40, 10.0
+    with mock.patch.object(train_lib.models, "loss_fn_for",
+                           diverging_above_lr_1):
+      with self.assertRaises(train_lib.NonFiniteLossError) as raised:
+        train_lib.train_and_evaluate(config, workdir)
+      message = str(raised.exception)
+      self.assertIn("The last good checkpoint (step 20)", message)
+      fix = re.search(r"Fix: lower `(\w+)` \(now (\S+)\) or `(\w+)`, then "
+                      r"rerun to resume\.", message)
+      self.assertIsNotNone(fix, message)
+      key, now, other = fix.groups()
+      self.assertEqual((key, float(now)), ("learning_rate", 10.0))
+      self.assertIn(other, config)  # grad_clip, a real key.
+      config[key] = float(now) / 1000
+      result = train_lib.train_and_evaluate(config, workdir)
+    self.assertEqual(result["step"], 40)
+    self.assertTrue(np.isfinite(result["loss"]))
+
+  def test_processes_disagree_on_checkpoint(self):
+    agree = train_lib._agree_on_restored_step  # pylint: disable=protected-access
+    with mock.patch.object(train_lib.jax, "process_count", lambda: 2):
+      with mock.patch.object(train_lib.multihost_utils, "process_allgather",
+                             lambda x: np.asarray([40, -1])):
+        with self.assertRaisesRegex(
+            ValueError, r"process 0: 40, process 1: none(?s:.*)Fix: pass a "
+            r"--workdir on shared storage"):
+          agree(40, "/ckpt")
+      # The fix: a workdir every process sees, so they find the same step.
+      with mock.patch.object(train_lib.multihost_utils, "process_allgather",
+                             lambda x: np.asarray([40, 40])):
+        agree(40, "/ckpt")
+    proc = run(TRAIN, "--help")
+    self.assertIn("--workdir", proc.stdout)
+
+  def test_plot_metrics(self):
+    runs_root = self.create_tempdir().full_path
+    env = {"PAX_HAIKU_RUNS": runs_root}
+    # No run yet: the fix trains one, from the repository root.
+    error, (command, *_) = self.usage_error(PLOT, "--workdir=/nonexistent",
+                                         env=env)
+    self.assertIn("'/nonexistent' does not exist", error)
+    argv = shlex.split(command)
+    self.assertEqual(argv[:2], ["python3", "tools/train.py"])
+    proc = run(*argv[1:], "--config.num_steps=20", env=env, cwd=ROOT)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    # Now the fix names that run.
+    for args in (["--workdir=/nonexistent"], []):
+      _, (arg, *_) = self.usage_error(PLOT, *args, env=env)
+      self.assertEqual(arg, f"--workdir={runs_root}/smoke")
+      proc = run(PLOT, arg, env=env)
+      self.assertEqual(proc.returncode, 0, proc.stderr)
+      self.assertEqual(proc.stdout.strip(),
+                       os.path.join(runs_root, "smoke", "curves.png"))
+    _, (arg, *_) = self.usage_error(PLOT, f"--workdir={runs_root}/smoke",
+                                 "--panels=speed", env=env)
+    proc = run(PLOT, f"--workdir={runs_root}/smoke", arg, env=env)
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+
+  def test_checkpoint_hints(self):
+    directory = self.create_tempdir().full_path
+    tree = {"w": np.arange(3.0)}
+    with self.assertRaisesRegex(TypeError, r"\(e\.g\. int\(x\), x\.tolist"):
+      checkpoint.save(directory, 1, tree, {"n": np.int64(3),
+                                           "v": np.arange(2)})
+    checkpoint.save(directory, 1, tree, {"n": int(np.int64(3)),
+                                         "v": np.arange(2).tolist()})
+    checkpoint.save(directory, 2, tree, {})
+    arrays = os.path.join(checkpoint.checkpoint_path(directory, 2),
+                          checkpoint.ARRAYS_FILE)
+    with open(arrays, "r+b") as f:
+      f.truncate(10)
+    with self.assertRaisesRegex(checkpoint.CheckpointError,
+                                "Fix: restore an intact checkpoint"):
+      checkpoint.restore(directory, 2, like=tree)
+    # The fix: restore_latest skips the damaged one; verify finds it.
+    restored = checkpoint.restore_latest(directory, like=tree)
+    self.assertEqual(restored.step, 1)
+    self.assertEqual(restored.metadata["n"], 3)
+    with self.assertRaises(checkpoint.CheckpointError):
+      checkpoint.verify(directory, 2)
+    checkpoint.verify(directory, 1)
+
+  def test_array_batcher_hint(self):
+    images, labels = np.zeros((64, 8, 8, 1)), np.arange(64) % 10
+    with self.assertRaisesRegex(
+        TypeError, r"e\.g\. ArrayBatcher\(\(images, labels\), "
+        r"batch_size=32\)"):
+      data_lib.ArrayBatcher(images, batch_size=32)
+    batcher = data_lib.ArrayBatcher((images, labels), batch_size=32)
+    x, y = batcher.next_chunk(2)
+    self.assertEqual((x.shape, y.shape), ((2, 32, 8, 8, 1), (2, 32)))
+
+  def test_metric_hints(self):
+    workdir = self.create_tempdir().full_path
+    x = jnp.arange(4.0)
+    with metrics.MetricWriter(workdir) as w:
+      with self.assertRaisesRegex(TypeError, r"e\.g\. x\.mean\(\)"):
+        w.write(1, {"train/loss": x})
+      w.write(1, {"train/loss": x.mean()})
+      with self.assertRaisesRegex(ValueError, "use e.g. 'train/step'"):
+        w.write(1, {"step": 3})
+      w.write(1, {"train/step": 3})
+    self.assertEqual(metrics.read_metrics(workdir)[1]["train/step"], 3.0)
+
+  def test_bench_override_example(self):
+    help_text = flags.FLAGS["override"].help  # tools/bench/scaling.py's
+    examples = re.findall(r"(\S+=\S+?)\.?(?=[\s;]|$)",
+                          help_text.split("e.g.")[1])
+    self.assertEqual(examples, ["batch_size=512",
+                                "model_config.hidden_sizes=(512,512)"])
+    config = scaling.load_config(
+        os.path.join(ROOT, "configs", "digits_mlp.py"), examples)
+    config_schema.validate(config)
+    self.assertEqual((config.batch_size, config.model_config.hidden_sizes),
+                     (512, (512, 512)))
+
+  def test_transformer_hints_name_real_arguments(self):
+    with self.assertRaisesRegex(ValueError, r"dim \(10\) must be divisible by "
+                                r"num_heads \(4\).\nFix: e.g. dim=256, "
+                                r"num_heads=8."):
+      pax.nets.TransformerLM(vocab_size=11, dim=10, num_heads=4,
+                             num_layers=1, max_len=4)
+    pax.nets.TransformerLM(vocab_size=11, dim=256, num_heads=8, num_layers=1,
+                           max_len=4)
+    with self.assertRaisesRegex(ValueError, r"Fix: e.g. pax.nets.Transformer"
+                                r"\(dim=128, num_heads=4, num_layers=2\)"):
+      pax.nets.Transformer(dim=0, num_heads=4, num_layers=2)
+    pax.nets.Transformer(dim=128, num_heads=4, num_layers=2)
+    haiku_lm = pax.nets.haiku_transformer.TransformerLM
+    with self.assertRaisesRegex(ValueError, "Fix: e.g. model_dim=256, "
+                                "num_heads=8."):
+      hk.transform(lambda t: haiku_lm(11, 10, 4, 1, 4)(
+          t, is_training=False)).init(None, jnp.zeros((1, 2), jnp.int32))
+    hk.transform(lambda t: haiku_lm(11, model_dim=256, num_heads=8,
+                                    num_layers=1, max_len=4)(
+                                        t, is_training=False)).init(
+                                            jax.random.PRNGKey(0),
+                                            jnp.zeros((1, 2), jnp.int32))
+    haiku_stack = pax.nets.haiku_transformer.Transformer
+    f = hk.transform(lambda h: haiku_stack(num_heads=4, num_layers=1)(
+        h, is_training=False))
+    with self.assertRaisesRegex(ValueError, r"last dimension is a multiple of "
+                                r"num_heads, e.g. 16"):
+      f.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 10)))
+    f.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 16)))
+
+
+class DocstringTest(absltest.TestCase):
+
+  def test_examples(self):
+    for module in (cli, config_schema):
+      result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+      self.assertGreater(result.attempted, 0, module.__name__)
+      self.assertEqual(result.failed, 0, "see the doctest output above")
+
+
+if __name__ == "__main__":
+  absltest.main()
