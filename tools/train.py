@@ -51,10 +51,13 @@ from tools.trainer import train_lib
 
 _DEFAULT_CONFIG = os.path.join(_ROOT, "configs", "digits_mlp.py")
 # Exit statuses: 2 for a usage error (bad flag, config key or value, config
-# file, workdir: an "error:" line and a "Fix:"), 1 when training itself
-# failed (a non-finite loss; the last good checkpoint is kept).
+# file, workdir in use: an "error:" line and a "Fix:"), 1 when training
+# itself failed (it diverged; a checkpoint from before is kept), 75
+# (EX_TEMPFAIL) when a SIGTERM/SIGINT stopped it after a checkpoint: rerun
+# to resume.
 EXIT_USAGE = cli.EXIT_USAGE
 EXIT_TRAINING_FAILED = 1
+EXIT_PREEMPTED = train_lib.lifecycle.PREEMPTED_EXIT_CODE
 
 
 def _overrides(argv: Sequence[str]) -> List[tuple]:
@@ -184,6 +187,11 @@ _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None,
     "Multi-process: this process's index in [0, num_processes), 0 on the "
     "coordinator (default: $JAX_PROCESS_ID).")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False,
+    "Resume a workdir whose checkpoints were trained with another optimizer, "
+    "learning rate, schedule, batch size, model or data (the old config is "
+    "kept as config.<step>.json).")
 
 
 def _user_path(path: str) -> str:
@@ -202,8 +210,10 @@ def help_text(full: bool = False) -> str:
       "config file may change; tools/trainer/config_schema.py):",
       *config_schema.describe(), "",
       f"Exit status: 0 done, {EXIT_USAGE} usage error (bad flag, config "
-      f"key or value, config file, workdir), {EXIT_TRAINING_FAILED} training "
-      "failed (non-finite loss).",
+      f"key or value, config file, workdir or workdir in use by another "
+      f"run), {EXIT_TRAINING_FAILED} training diverged (non-finite or "
+      f"exploding loss), {EXIT_PREEMPTED} stopped by SIGTERM/SIGINT after a "
+      "checkpoint (rerun to resume).",
       "" if full else "--helpfull also lists the flags of every library."])
 
 
@@ -232,12 +242,16 @@ def main(argv):
     config_schema.validate(config)
     pax.sharding.initialize_distributed(_COORDINATOR.value,
                                         _NUM_PROCESSES.value, _PROCESS_ID.value)
-    result = train_lib.train_and_evaluate(config,
-                                          _user_path(_WORKDIR.value))
+    result = train_lib.train_and_evaluate(
+        config, _user_path(_WORKDIR.value),
+        allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  except train_lib.Preempted as e:
+    print(f"{e}", file=sys.stderr)
+    return EXIT_PREEMPTED
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_USAGE
-  except train_lib.NonFiniteLossError as e:
+  except train_lib.DivergedError as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_TRAINING_FAILED
   if jax.process_index() != 0:

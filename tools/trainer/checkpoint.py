@@ -159,6 +159,9 @@ class CheckpointManager:
     self._async = async_save
     self._pending: Optional[tuple] = None
     self._manager: Optional[ocp.CheckpointManager] = None
+    # A step that pruning keeps besides the newest `keep` (the trainer pins
+    # its lowest-loss checkpoint, see lifecycle.RunGuard.pinned).
+    self.pinned: Optional[int] = None
 
   def _orbax(self) -> ocp.CheckpointManager:
     if self._manager is None:
@@ -272,6 +275,8 @@ class CheckpointManager:
     if self.keep is None:
       return
     for old in checkpoint_steps(self.directory)[:-self.keep]:
+      if old == self.pinned:
+        continue
       trash = os.path.join(self.directory,
                            f"{_TRASH_PREFIX}{old}.{uuid.uuid4().hex[:8]}")
       os.rename(checkpoint_path(self.directory, old), trash)

@@ -75,6 +75,11 @@ KEYS: Tuple[Key, ...] = (
     Key("eval_batches", 8, "chars only: held-out windows = eval_batches * "
         "batch_size"),
     Key("plot", True, "write <workdir>/curves.png at the end"),
+    Key("divergence_factor", 10.0, "stop when a chunk's loss exceeds this "
+        "x the running median of recent ones (0 = only stop on NaN/Inf)"),
+    Key("divergence_window", 20, "chunks the divergence median covers"),
+    Key("divergence_warmup", 5, "chunks before the divergence factor "
+        "applies"),
     # docs/scaling.md.
     Key("num_devices", 0, "devices to split each batch over (0 = all "
         "devices of all processes)"),
@@ -201,8 +206,16 @@ def validate(config: Any) -> None:
     for name in ("batch_size", "num_steps", "steps_per_call", "scan_unroll",
                  "eval_every",
                  "checkpoint_every", "keep_checkpoints", "log_every",
-                 "seq_len", "eval_batches"):
+                 "seq_len", "eval_batches", "divergence_window"):
       positive_int(name)
+    check(isinstance(config.divergence_warmup, int) and
+          config.divergence_warmup >= 0,
+          "`divergence_warmup` must be an integer >= 0, got "
+          f"{config.divergence_warmup!r}")
+    check(isinstance(config.divergence_factor, (int, float)) and (
+        config.divergence_factor == 0 or config.divergence_factor > 1),
+          "`divergence_factor` must be 0 (off) or > 1, got "
+          f"{config.divergence_factor!r}")
     check(isinstance(config.name, str),
           f"`name` must be a string, got {config.name!r}")
     check(isinstance(config.seed, int) and config.seed >= 0,

@@ -6,8 +6,9 @@ divergence stops, config changes on resume, room for checkpoints.
 * entering it takes the workdir's lock (`workdir_lock`; process 0 holds it
   for a multi-process job, whose other processes fail with it) and turns
   SIGTERM / SIGINT into a stop request (`preemption`);
-* `resume_config` refuses a resumed run whose config changes the
-  optimization unless allowed (`resume_config`), and records `config.json`;
+* `check_config` refuses a resumed run whose config changes the
+  optimization unless allowed (`resume_config`); `record_config` writes
+  `config.json` (keeping a replaced one);
 * `preflight` checks the checkpoint directory before the first step
   (`storage_checks`);
 * `stop_requested` says, the same on every process, whether to checkpoint
@@ -24,6 +25,7 @@ import math
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -92,6 +94,8 @@ class RunGuard:
         factor=config.divergence_factor, window=config.divergence_window,
         warmup=config.divergence_warmup)
     self._lock = workdir_lock.WorkdirLock(workdir)
+    self._on_exit: List[Callable[[], None]] = []
+    self._diffs: List[resume_config.Difference] = []
     self._stop = preemption.StopRequests()
     # (train loss, step) of the checkpoints this guard knows of.
     self._losses: Dict[int, float] = {}
@@ -113,25 +117,44 @@ class RunGuard:
     self._stop.install()
     return self
 
-  def __exit__(self, *exc) -> None:
-    self._stop.uninstall()
-    self._lock.release()
+  def __exit__(self, exc_type, exc, tb) -> None:
+    try:
+      for fn in reversed(self._on_exit):
+        try:
+          fn()
+        except Exception:  # pylint: disable=broad-except
+          if exc is None:
+            raise
+          # The error that ended the run is the one to report.
+          logging.exception("While stopping after an error:")
+    finally:
+      self._stop.uninstall()
+      self._lock.release()
 
-  def resume_config(self, restored_step: Optional[int],
+  def on_exit(self, fn: Callable[[], None]) -> None:
+    """Calls `fn` when the run ends, however it ends (e.g. to finish a
+    background checkpoint save)."""
+    self._on_exit.append(fn)
+
+  def check_config(self, config_dict: Mapping[str, Any]) -> None:
+    """Before restoring: refuses a config that changes the optimization of
+    the workdir's checkpoints (unless allowed)."""
+    step = checkpoint.latest_step(self.ckpt_dir)
+    self._diffs = [] if step is None else resume_config.check(
+        resume_config.load(self.workdir), config_dict, step,
+        self.allow_config_change)
+
+  def record_config(self, restored_step: Optional[int],
                     config_dict: Mapping[str, Any]) -> None:
-    """Checks a resumed run's config and records this run's."""
-    changed = False
-    if restored_step is not None:
-      diffs = resume_config.check(resume_config.load(self.workdir),
-                                  config_dict, restored_step,
-                                  self.allow_config_change)
-      changed = bool(resume_config.refused(diffs))
-      if diffs and self.is_chief:
-        print(f"Resuming step {restored_step} with config changes: " +
-              "; ".join(str(d) for d in diffs) + ".", flush=True)
+    """After restoring: says what changed and writes `config.json`."""
+    diffs = self._diffs if restored_step is not None else []
+    if diffs and self.is_chief:
+      print(f"Resuming step {restored_step} with config changes: " +
+            "; ".join(str(d) for d in diffs) + ".", flush=True)
     if self.is_chief:
       resume_config.record(self.workdir, dict(config_dict),
-                           restored_step or 0, changed)
+                           restored_step or 0,
+                           bool(resume_config.refused(diffs)))
 
   def preflight(self, tree: Any) -> None:
     if self.is_chief:

@@ -334,11 +334,20 @@ class MetricWriter:
     records, bad = _parse_lines(self.path)
     keep = ([] if resume_step is None
             else [r for r in records if r["step"] <= resume_step])
-    if len(keep) == len(records) and not bad:
+    # A file cut right after a record's closing brace parses whole but has no
+    # final newline: appending to it would glue two records into one line.
+    with open(self.path, "rb") as f:
+      size = f.seek(0, os.SEEK_END)
+      if size:
+        f.seek(size - 1)
+      ends_clean = not size or f.read(1) == b"\n"
+    if len(keep) == len(records) and not bad and ends_clean:
       return
-    logging.info("%s: keeping %d of %d records (resume_step=%s); dropped %d "
-                 "unreadable line(s).", self.path, len(keep), len(records),
-                 resume_step, bad)
+    log = logging.warning if bad else logging.info
+    log("%s: keeping %d of %d records (resume_step=%s); dropped %d "
+        "unreadable line(s) (a record cut by a crash: the resumed run "
+        "writes the steps after resume_step again).", self.path, len(keep),
+        len(records), resume_step, bad)
     with atomic_write.atomic_file(self.path, "w", encoding="utf-8") as f:
       for record in keep:
         f.write(json.dumps(record) + "\n")

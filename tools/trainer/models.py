@@ -164,6 +164,12 @@ def make_optimizer(config: Any) -> optax.GradientTransformation:
                      optax.clip_by_global_norm(config.grad_clip), opt)
 
 
+def grad_norm(optimizer: Any) -> jax.Array:
+  """The global gradient norm of the optimizer's last update
+  (`record_grad_norm`), before clipping."""
+  return optax.tree_utils.tree_get(optimizer.opt_state, "grad_norm")
+
+
 def optimizer_metrics(config: Any, optimizer: Any,
                       step: int) -> Dict[str, float]:
   """The learning rate and gradient norm of the update that made `step`.
@@ -173,7 +179,7 @@ def optimizer_metrics(config: Any, optimizer: Any,
   norm of its gradients before clipping (`record_grad_norm`). Reading the
   norm may gather across processes: call it on every process.
   """
-  norm = optax.tree_utils.tree_get(optimizer.opt_state, "grad_norm")
+  norm = grad_norm(optimizer)
   return {"train/learning_rate":
               float(learning_rate_schedule(config)(step - 1)),
           "train/grad_norm": float(pax.sharding.to_host(norm))}

@@ -35,7 +35,7 @@ __all__ = ["CONFIG_FILE", "ConfigChangeError", "Difference", "FREE_KEYS",
 CONFIG_FILE = "config.json"
 # Keys that change neither the model, the data nor the update rule.
 FREE_KEYS = frozenset({
-    "num_steps", "eval_every", "checkpoint_every", "keep_checkpoints",
+    "name", "num_steps", "eval_every", "checkpoint_every", "keep_checkpoints",
     "log_every", "eval_batches", "plot", "num_devices", "param_sharding",
     "steps_per_call", "scan_unroll", "divergence_factor",
     "divergence_window", "divergence_warmup"})

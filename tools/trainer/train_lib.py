@@ -25,13 +25,10 @@ and restores into the shardings of the current mesh, so a run saved on N
 devices or processes resumes on any other number.
 """
 
-import json
-import math
 import os
 import time
 from typing import Any, Callable, Dict, Tuple
 
-from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
@@ -41,12 +38,17 @@ import pax_haiku as pax
 from tools.trainer import checkpoint
 from tools.trainer import config_schema
 from tools.trainer import data as data_lib
+from tools.trainer import lifecycle
 from tools.trainer import metrics as metrics_lib
 from tools.trainer import models
+from tools.trainer import storage_checks
 
 
-class NonFiniteLossError(FloatingPointError):
-  """Training produced a NaN/Inf loss; the last good checkpoint is kept."""
+# Raised when training diverges (NaN/Inf: `NonFiniteLossError`) or a stop
+# signal arrives (`Preempted`); see `lifecycle`.
+DivergedError = lifecycle.DivergedError
+NonFiniteLossError = lifecycle.NonFiniteLossError
+Preempted = lifecycle.Preempted
 
 
 def _check_workdir(workdir: str) -> str:
@@ -172,11 +174,19 @@ def _agree_on_restored_step(step: int, ckpt_dir: str) -> None:
         "same path on every host).")
 
 
-def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
+def train_and_evaluate(config: Any, workdir: str, *,
+                       allow_config_change: bool = False) -> Dict[str, Any]:
   """Trains per `config`, resuming from `workdir` if it has checkpoints.
 
   In a multi-process job, call it on every process with the same config and
   workdir (after `pax.sharding.initialize_distributed`).
+
+  One run per workdir at a time (a second one gets
+  `workdir_lock.WorkdirLockedError`). A SIGTERM/SIGINT checkpoints the
+  current step and raises `Preempted`; a diverging loss raises
+  `DivergedError` without saving it (see `lifecycle`). A resumed run whose
+  config changes the optimization raises `resume_config.ConfigChangeError`
+  unless `allow_config_change`.
 
   Returns:
     The final evaluation metrics, e.g. `{"loss": ..., "accuracy": ...}`, plus
@@ -185,9 +195,25 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
   """
   config_schema.validate(config)
   workdir = _check_workdir(workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  with lifecycle.RunGuard(workdir, ckpt_dir, config,
+                          allow_config_change) as guard:
+    return _train(config, workdir, ckpt_dir, guard)
+
+
+def _storage_errors(ckpt_dir: str, fn, *args, **kwargs):
+  """`fn(...)`, with a failed write as one `StorageError` line."""
+  try:
+    return fn(*args, **kwargs)
+  except OSError as e:
+    raise storage_checks.save_failed(ckpt_dir, e) from e
+
+
+def _train(config: Any, workdir: str, ckpt_dir: str,
+           guard: lifecycle.RunGuard) -> Dict[str, Any]:
+  """`train_and_evaluate` inside its `RunGuard`."""
   mesh = make_mesh(config)
   is_chief = jax.process_index() == 0
-  ckpt_dir = os.path.join(workdir, "checkpoints")
   task = _Task(config)
   model = models.build_model(config)
   optimizer = pax.from_optax(models.make_optimizer(config))(model.parameters())
@@ -200,20 +226,21 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
   model, optimizer = place((model, optimizer), mesh, config)
   ckpt = checkpoint.CheckpointManager(ckpt_dir, keep=config.keep_checkpoints,
                                       async_save=True)
+  guard.on_exit(lambda: _storage_errors(ckpt_dir, ckpt.close))
+  guard.check_config(config_schema.to_dict(config))
   restored = ckpt.restore_latest(like={"model": model, "optimizer": optimizer})
   _agree_on_restored_step(-1 if restored is None else restored.step, ckpt_dir)
+  guard.record_config(None if restored is None else restored.step,
+                      config_schema.to_dict(config))
+  guard.preflight({"model": model, "optimizer": optimizer})
   if restored is not None:
-    if restored.metadata.get("config_hash") != config_hash:
-      logging.warning("Resuming from %s, written with a different config.",
-                      restored.path)
+    guard.saved(restored.step,
+                restored.metadata.get("train_loss", float("nan")))
     model, optimizer = restored.tree["model"], restored.tree["optimizer"]
     start_step = restored.step
     task.train.restore(restored.metadata["data"])
     if is_chief:
       print(f"Resumed from {restored.path} (step {start_step}).", flush=True)
-  if is_chief:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config_schema.to_dict(config), f, indent=2, default=str)
 
   train_chunk = make_train_chunk(config, mesh, model, optimizer)
   eval_step = jax.jit(models.eval_fn_for(config),
@@ -241,11 +268,15 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
   step = start_step
   last_eval: Dict[str, float] = {}
 
-  def save(step):
+  def save(step, loss):
     # Every process writes the shards its devices hold; nothing is gathered.
     # Asynchronous: the files are written while training goes on.
-    ckpt.save(step, {"model": model, "optimizer": optimizer},
-              {"data": task.train.state(), "config_hash": config_hash})
+    guard.saved(step, loss)
+    ckpt.pinned = guard.pinned()
+    _storage_errors(ckpt_dir, ckpt.save, step,
+                    {"model": model, "optimizer": optimizer},
+                    {"data": task.train.state(), "config_hash": config_hash,
+                     "train_loss": loss})
 
   t0 = time.monotonic()
   while step < config.num_steps:
@@ -253,16 +284,10 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
     new_model, new_optimizer, aux = train_chunk(model, optimizer, chunk)
     aux = pax.sharding.to_host(aux)
     loss = float(aux["loss"])
-    if not math.isfinite(loss):
-      ckpt.close()
-      last = checkpoint.latest_step(ckpt_dir)
-      kept = (f"The last good checkpoint (step {last}) in {ckpt_dir} is kept."
-              if last is not None else
-              "No checkpoint had been written yet, so nothing was saved.")
-      raise NonFiniteLossError(
-          f"Training loss became {loss} in steps {step + 1}..{step + k}. "
-          f"{kept}\nFix: lower `learning_rate` (now "
-          f"{config.learning_rate}) or `grad_clip`, then rerun to resume.")
+    guard.check_divergence(
+        step + 1, step + k, loss,
+        float(pax.sharding.to_host(models.grad_norm(new_optimizer))),
+        before_stop=lambda: _storage_errors(ckpt_dir, ckpt.close))
     model, optimizer = new_model, new_optimizer
     step += k
     train_metrics = {f"train/{n}": float(v) for n, v in aux.items()}
@@ -280,9 +305,16 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
       if is_chief:
         print(f"step {step}: {task.eval_name} " + ", ".join(
             f"{n} {v:.4f}" for n, v in last_eval.items()), flush=True)
-    if step % config.checkpoint_every == 0 or step == config.num_steps:
-      save(step)
-  ckpt.close()
+    saved = step % config.checkpoint_every == 0 or step == config.num_steps
+    if saved:
+      save(step, loss)
+    if step < config.num_steps and guard.stop_requested():
+      if not saved:
+        save(step, loss)
+      _storage_errors(ckpt_dir, ckpt.close)
+      writer.close()
+      raise lifecycle.Preempted(step, guard.signal_name)
+  _storage_errors(ckpt_dir, ckpt.close)
   if not last_eval:
     last_eval = evaluate(model)
   writer.close()
