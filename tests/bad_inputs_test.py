@@ -12,12 +12,14 @@ message states the problem and a regex that it states the fix. `RECOVERY_CASES`
 are damaged checkpoints that must be detected and skipped, never loaded.
 """
 
+import errno
 import os
 import re
 import subprocess
 import sys
 import tempfile
 from typing import Any, Callable, NamedTuple, Sequence, Type
+from unittest import mock
 
 from absl import logging
 from absl.testing import absltest
@@ -34,7 +36,10 @@ from configs import smoke
 from tools.trainer import checkpoint
 from tools.trainer import config_schema
 from tools.trainer import models
+from tools.trainer import resume_config
+from tools.trainer import storage_checks
 from tools.trainer import train_lib
+from tools.trainer import workdir_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
@@ -288,6 +293,45 @@ def _train_with_nonfinite_loss(value):
     finally:
       train_lib.models.loss_fn_for = original
   return run
+
+
+def _train_while_locked(tmp):
+  # flock locks of two open files conflict within one process too.
+  with workdir_lock.WorkdirLock(tmp):
+    train_lib.train_and_evaluate(_smoke(num_steps=10, eval_every=10,
+                                        checkpoint_every=10), tmp)
+
+
+def _resume_with_sgd(tmp):
+  train_lib.train_and_evaluate(_smoke(num_steps=10, checkpoint_every=10,
+                                      eval_every=10), tmp)
+  train_lib.train_and_evaluate(_smoke(num_steps=20, checkpoint_every=10,
+                                      eval_every=10, optimizer="sgd"), tmp)
+
+
+def _train_on_a_full_disk(tmp):
+  with mock.patch("shutil.disk_usage", return_value=mock.Mock(free=1000)):
+    train_lib.train_and_evaluate(_smoke(num_steps=10, eval_every=10,
+                                        checkpoint_every=10), tmp)
+
+
+def _train_with_read_only_checkpoints(tmp):
+  os.makedirs(os.path.join(tmp, "checkpoints"))
+  with mock.patch("builtins.open", _deny_in(os.path.join(tmp,
+                                                          "checkpoints"))):
+    train_lib.train_and_evaluate(_smoke(num_steps=10, eval_every=10,
+                                        checkpoint_every=10), tmp)
+
+
+def _deny_in(directory):
+  real_open = open
+
+  def fake_open(path, *args, **kwargs):
+    if str(path).startswith(directory):
+      raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    return real_open(path, *args, **kwargs)
+
+  return fake_open
 
 
 # ----------------------------------------------------------------------------
@@ -761,12 +805,32 @@ API_CASES = (
              smoke.get_config(), _regular_file(tmp) + "/sub")),
     Case("nan_loss", "train_and_evaluate", "a loss that becomes NaN",
          train_lib.NonFiniteLossError, r"Training loss became nan in steps "
-         r"1\.\.10", r"Fix: lower `learning_rate` .* then rerun to resume",
+         r"1\.\.10", r"Fix: lower `learning_rate` \(now 0\.01\): rerun with "
+         r"--config\.learning_rate=0\.001",
          _train_with_nonfinite_loss(jnp.nan)),
     Case("inf_loss", "train_and_evaluate", "a loss that becomes Inf",
          train_lib.NonFiniteLossError, r"Training loss became inf in steps "
          r"1\.\.10", r"Fix: lower `learning_rate`",
          _train_with_nonfinite_loss(jnp.inf)),
+    Case("workdir_in_use", "train_and_evaluate", "a second run on a workdir "
+         "another live run holds", workdir_lock.WorkdirLockedError,
+         r"is in use by another run: held by pid \d+ on host",
+         r"Fix: wait for that run to finish \(or stop it\), or pass another "
+         r"--workdir", _train_while_locked),
+    Case("resume_changes_optimizer", "train_and_evaluate", "resuming a "
+         "workdir with another optimizer", resume_config.ConfigChangeError,
+         r"these keys change the optimization:\n  optimizer: 'adamw' -> "
+         r"'sgd'", r"Fix: rerun with the saved values .* or pass "
+         r"--allow_config_change", _resume_with_sgd),
+    Case("checkpoint_disk_full", "train_and_evaluate", "a disk too small "
+         "for the checkpoints", storage_checks.StorageError,
+         r"Not enough space for checkpoints in .*: 5 checkpoints of this "
+         r"model need about", r"Fix: free space there, lower "
+         r"`keep_checkpoints`, or pass a --workdir", _train_on_a_full_disk),
+    Case("checkpoint_dir_read_only", "train_and_evaluate", "a checkpoint "
+         "directory it may not write", storage_checks.StorageError,
+         r"Cannot write a checkpoint in .*checkpoints: Permission denied",
+         r"Fix: make it writable", _train_with_read_only_checkpoints),
 )
 
 

@@ -105,7 +105,12 @@ class BinaryLifecycleTest(absltest.TestCase):
     workdir = os.path.join(self.tmp, "two_runs")
     first = self.start(workdir)
     self.wait_for_lock(workdir, first.pid)
-    second = self.train(workdir)
+    # Paused, so that it holds the lock however fast it trains.
+    first.send_signal(signal.SIGSTOP)
+    try:
+      second = self.train(workdir)
+    finally:
+      first.send_signal(signal.SIGCONT)
     self.assertEqual(second.returncode, 2, second.stderr[-2000:])
     self.assertRegex(second.stderr,
                      rf"error: The workdir .* is in use by another run: held "

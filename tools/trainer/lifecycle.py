@@ -158,6 +158,7 @@ class RunGuard:
 
   def preflight(self, tree: Any) -> None:
     if self.is_chief:
+      # The newest `keep`, the pinned one and the one being written.
       storage_checks.preflight(self.ckpt_dir, tree,
                                self.config.keep_checkpoints + 1)
 
