@@ -277,7 +277,7 @@ class MultiHostTest(absltest.TestCase):
          "--coordinator_address=127.0.0.1:1", "--num_processes=2"],
         env=env_for_process(1), capture_output=True, text=True, timeout=120,
         check=False)
-    self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
+    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])  # Usage error.
     self.assertIn("process_id missing", proc.stderr)
     self.assertIn("--process_id=I", proc.stderr)
 

@@ -243,7 +243,7 @@ class DataParallelTest(absltest.TestCase):
   def test_batch_not_divisible_by_devices_is_a_clear_error(self):
     proc = run_binary(self.create_tempdir().full_path, 8,
                       "--config.batch_size=30", "--config.num_steps=10")
-    self.assertEqual(proc.returncode, 1)
+    self.assertEqual(proc.returncode, 2)  # A usage error.
     self.assertIn("batch size (config.batch_size) 30 is not divisible by the "
                   "number of devices 8", proc.stderr)
     self.assertIn("multiple of 8 (e.g. 24 or 32)", proc.stderr)
