@@ -10,6 +10,7 @@ for an entry whose hint no longer exists.
 
 import ast
 import doctest
+import errno
 import glob
 import json
 import os
@@ -33,7 +34,12 @@ from tools.trainer import checkpoint
 from tools.trainer import config_schema
 from tools.trainer import data as data_lib
 from tools.trainer import metrics
+from tools.trainer import divergence
+from tools.trainer import lifecycle
+from tools.trainer import resume_config
+from tools.trainer import storage_checks
 from tools.trainer import train_lib
+from tools.trainer import workdir_lock
 from configs import smoke
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +49,22 @@ SMOKE = os.path.join(ROOT, "configs", "smoke.py")
 
 # (file, a piece of the hint statement's source) -> the test that runs it.
 HINTS = {
+    ("tools/trainer/lifecycle.py", "Fix: lower `learning_rate` (now"):
+        "test_non_finite_loss",
+    ("tools/trainer/lifecycle.py", "Process 0 could not lock the workdir"):
+        "test_lifecycle_hints",
+    ("tools/trainer/workdir_lock.py", "is in use by another run"):
+        "test_lifecycle_hints",
+    ("tools/trainer/workdir_lock.py", "Cannot lock the workdir"):
+        "test_lifecycle_hints",
+    ("tools/trainer/resume_config.py", "was trained with another config"):
+        "test_lifecycle_hints",
+    ("tools/trainer/storage_checks.py", "Cannot write a checkpoint in"):
+        "test_lifecycle_hints",
+    ("tools/trainer/storage_checks.py", "Not enough space for checkpoints"):
+        "test_lifecycle_hints",
+    ("tools/trainer/divergence.py", "divergence factor must be 0"):
+        "test_lifecycle_hints",
     ("tools/cli.py", "is required.\\nFix: "): "test_train_command_line",
     ("tools/cli.py", "Fix: see `--help` for the flags."):
         "test_train_command_line",
@@ -57,8 +79,6 @@ HINTS = {
         "test_train_command_line",
     ("tools/trainer/train_lib.py", "Cannot write to workdir"):
         "test_train_command_line",
-    ("tools/trainer/train_lib.py", "Fix: lower `learning_rate`"):
-        "test_non_finite_loss",
     ("tools/trainer/train_lib.py", "Fix: pass a --workdir on shared storage"):
         "test_processes_disagree_on_checkpoint",
     ("tools/plot_metrics.py", "pass the --workdir of a training run, e.g."):
@@ -230,19 +250,95 @@ class HintsTest(absltest.TestCase):
     with mock.patch.object(train_lib.models, "loss_fn_for",
                            diverging_above_lr_1):
       with self.assertRaises(train_lib.NonFiniteLossError) as raised:
-        train_lib.train_and_evaluate(config, workdir)
+        train_lib.train_and_evaluate(config, workdir, allow_config_change=True)
       message = str(raised.exception)
-      self.assertIn("The last good checkpoint (step 20)", message)
-      fix = re.search(r"Fix: lower `(\w+)` \(now (\S+)\) or `(\w+)`, then "
-                      r"rerun to resume\.", message)
+      self.assertIn("The checkpoint of step 20", message)
+      fix = re.search(r"Fix: lower `learning_rate` \(now 10\): rerun with "
+                      r"(.*) to resume from step 20\.", message)
       self.assertIsNotNone(fix, message)
-      key, now, other = fix.groups()
-      self.assertEqual((key, float(now)), ("learning_rate", 10.0))
-      self.assertIn(other, config)  # grad_clip, a real key.
-      config[key] = float(now) / 1000
-      result = train_lib.train_and_evaluate(config, workdir)
+      flags_given = shlex.split(fix.group(1))
+      self.assertEqual(flags_given, ["--config.learning_rate=1",
+                                     "--allow_config_change"])
+      # The rerun the message names, as the binary applies it.
+      config.learning_rate = float(flags_given[0].split("=")[1])
+      result = train_lib.train_and_evaluate(config, workdir,
+                                            allow_config_change=True)
     self.assertEqual(result["step"], 40)
     self.assertTrue(np.isfinite(result["loss"]))
+
+  def test_lifecycle_hints(self):
+    config = smoke.get_config()
+    config.num_steps = config.eval_every = config.checkpoint_every = 10
+    # Another run holds the workdir: once it is done, the run starts.
+    workdir = self.create_tempdir().full_path
+    with workdir_lock.WorkdirLock(workdir):
+      with self.assertRaisesRegex(workdir_lock.WorkdirLockedError,
+                                  r"Fix: wait for that run to finish"):
+        train_lib.train_and_evaluate(config, workdir)
+      with mock.patch.object(lifecycle.jax, "process_index", lambda: 1), \
+          mock.patch.object(lifecycle, "_any_process", lambda flag: True):
+        with self.assertRaisesRegex(
+            workdir_lock.WorkdirLockedError,
+            r"Process 0 could not lock.*\nFix: wait for the other run"):
+          lifecycle.RunGuard(workdir, workdir, config).__enter__()
+    train_lib.train_and_evaluate(config, workdir)
+    # No file locks: a workdir on a filesystem that has them works.
+    elsewhere = self.create_tempdir().full_path
+    with mock.patch.object(workdir_lock.fcntl, "flock", side_effect=OSError(
+        errno.ENOLCK, os.strerror(errno.ENOLCK))):
+      with self.assertRaisesRegex(ValueError, r"Cannot lock the workdir .*"
+                                  r"\nFix: use a workdir on a filesystem "
+                                  r"with locking"):
+        workdir_lock.WorkdirLock(elsewhere).acquire()
+    workdir_lock.WorkdirLock(elsewhere).acquire().release()
+    # A refused config change: --allow_config_change (as the binary passes
+    # it) resumes and keeps the old config.
+    config.num_steps, config.learning_rate = 20, 0.05
+    with self.assertRaisesRegex(resume_config.ConfigChangeError,
+                                r"learning_rate: 0\.01 -> 0\.05(?s:.*)pass "
+                                r"--allow_config_change"):
+      train_lib.train_and_evaluate(config, workdir)
+    self.assertIn("allow_config_change", run(TRAIN, "--help").stdout)
+    train_lib.train_and_evaluate(config, workdir, allow_config_change=True)
+    self.assertTrue(os.path.exists(os.path.join(workdir, "config.10.json")))
+    # Too little room: lower `keep_checkpoints`.
+    config = smoke.get_config()
+    config.num_steps = config.eval_every = config.checkpoint_every = 10
+    fresh = self.create_tempdir().full_path
+    model = train_lib.models.build_model(config)
+    size = storage_checks.checkpoint_bytes(
+        (model, pax.from_optax(train_lib.models.make_optimizer(config))(
+            model.parameters())))
+    with mock.patch("shutil.disk_usage",
+                    return_value=mock.Mock(free=int(size * 3.5))):
+      with self.assertRaisesRegex(storage_checks.StorageError,
+                                  r"\nFix: free space there, lower "
+                                  r"`keep_checkpoints`"):
+        train_lib.train_and_evaluate(config, fresh)
+      config.keep_checkpoints = 1
+      train_lib.train_and_evaluate(config, fresh)
+    # Not writable: once it is, the run goes on.
+    blocked = self.create_tempdir().full_path
+    real_open = open
+
+    def deny(path, *args, **kwargs):
+      if str(path).startswith(os.path.join(blocked, "checkpoints")):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+      return real_open(path, *args, **kwargs)
+
+    with mock.patch("builtins.open", deny):
+      with self.assertRaisesRegex(storage_checks.StorageError,
+                                  r"Permission denied\.\nFix: make it "
+                                  r"writable"):
+        train_lib.train_and_evaluate(config, blocked)
+    train_lib.train_and_evaluate(config, blocked)
+    # The divergence factor's example value is valid.
+    with self.assertRaisesRegex(ValueError,
+                                r"e\.g\. `--config\.divergence_factor=10`"):
+      divergence.DivergenceGuard(factor=0.5)
+    config.divergence_factor = 10.0
+    config_schema.validate(config)
+    divergence.DivergenceGuard(factor=config.divergence_factor)
 
   def test_processes_disagree_on_checkpoint(self):
     agree = train_lib._agree_on_restored_step  # pylint: disable=protected-access
