@@ -144,10 +144,15 @@ class HintsTest(absltest.TestCase):
     """Runs a command that must fail; returns its `Fix:` line's examples."""
     proc = run(*args, env=env)
     self.assertEqual(proc.returncode, rc, (args, proc.stdout, proc.stderr))
-    # absl logs "I1202 ..." lines to stderr; the user-facing error is the rest.
-    lines = [l for l in proc.stderr.strip().splitlines()
-             if not re.match(r"^[IWE]\d{4} ", l)]
+    # The user-facing error ends stderr: before it may come absl's "I1202 "
+    # log lines and library warnings (matplotlib's about an unwritable
+    # ~/.config under Bazel).
+    lines = proc.stderr.strip().splitlines()
+    errors = [i for i, l in enumerate(lines) if l.startswith("error: ")]
+    self.assertNotEmpty(errors, proc.stderr)
+    lines = lines[errors[0]:]
     self.assertLen(lines, 2, proc.stderr)  # One error line, one fix line.
+    self.assertNotIn("Traceback", proc.stderr)
     self.assertTrue(lines[0].startswith("error: "), proc.stderr)
     self.assertTrue(lines[1].startswith("Fix: "), proc.stderr)
     self.assertNotIn("\\n", proc.stderr)  # Unescaped text.
