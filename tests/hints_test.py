@@ -31,6 +31,7 @@ import pax_haiku as pax
 from tools import cli
 from tools.bench import scaling
 from tools.trainer import checkpoint
+from tools.trainer import checkpoint_legacy
 from tools.trainer import config_schema
 from tools.trainer import data as data_lib
 from tools.trainer import metrics
@@ -91,6 +92,16 @@ HINTS = {
         "test_checkpoint_hints",
     ("tools/trainer/checkpoint.py", "Fix: restore an intact checkpoint"):
         "test_checkpoint_hints",
+    ("tools/trainer/checkpoint.py", "in the trainer's old format"):
+        "test_checkpoint_conversion_hints",
+    ("tools/convert_checkpoint.py", "No old-format checkpoints"):
+        "test_checkpoint_conversion_hints",
+    ("tools/convert_checkpoint.py", "--config and --workdir are required"):
+        "test_checkpoint_conversion_hints",
+    ("tools/convert_checkpoint.py", "arrays but the model and"):
+        "test_checkpoint_conversion_hints",
+    ("tools/convert_checkpoint.py", "has shape "):
+        "test_checkpoint_conversion_hints",
     ("tools/trainer/data.py", "e.g. ArrayBatcher((images, \""):
         "test_array_batcher_hint",
     ("tools/trainer/metrics.py", "reduce it first (e.g. x.mean())"):
@@ -394,9 +405,8 @@ class HintsTest(absltest.TestCase):
     checkpoint.save(directory, 1, tree, {"n": int(np.int64(3)),
                                          "v": np.arange(2).tolist()})
     checkpoint.save(directory, 2, tree, {})
-    arrays = os.path.join(checkpoint.checkpoint_path(directory, 2),
-                          checkpoint.ARRAYS_FILE)
-    with open(arrays, "r+b") as f:
+    damaged = checkpoint.array_files(checkpoint.checkpoint_path(directory, 2))
+    with open(damaged[0], "r+b") as f:
       f.truncate(10)
     with self.assertRaisesRegex(checkpoint.CheckpointError,
                                 "Fix: restore an intact checkpoint"):
@@ -408,6 +418,61 @@ class HintsTest(absltest.TestCase):
     with self.assertRaises(checkpoint.CheckpointError):
       checkpoint.verify(directory, 2)
     checkpoint.verify(directory, 1)
+
+  def test_checkpoint_conversion_hints(self):
+    """Old-format checkpoints: the training error names the conversion
+    command, and the command's own errors name working arguments."""
+    config = smoke.get_config()
+    config.num_steps = 10
+    workdir = self.create_tempdir().full_path
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    model = train_lib.models.build_model(config)
+    optimizer = pax.from_optax(train_lib.models.make_optimizer(config))(
+        model.parameters())
+    data_state = train_lib._Task(config).train.state()  # pylint: disable=protected-access
+    checkpoint_legacy.write(ckpt_dir, 10, (model, optimizer),
+                            {"data": data_state})
+    with self.assertRaises(ValueError) as raised:
+      train_lib.train_and_evaluate(config, workdir)
+    command = re.search(r"Fix: convert them once, .*: `([^`]+)`",
+                        str(raised.exception)).group(1)
+    convert = shlex.split(command)[1:]
+    # Missing flags: the error's example is a valid command line (its
+    # workdir has no old checkpoints: that error names the fix).
+    proc = run(convert[0], cwd=ROOT)
+    self.assertEqual(proc.returncode, 2, proc.stderr)
+    example = re.search(r"e\.g\. python3 (\S+ .*)$", proc.stderr.strip())
+    proc = run(*shlex.split(example.group(1)), cwd=ROOT)
+    self.assertEqual(proc.returncode, 2, proc.stderr)
+    self.assertIn("Fix: pass the --workdir of the training run", proc.stderr)
+    # Another config: pass the one it was trained with.
+    other = os.path.join(self.create_tempdir().full_path, "wide.py")
+    with open(other, "w") as f:
+      f.write("from configs import smoke\n\n\ndef get_config():\n"
+              "  c = smoke.get_config()\n  c.model_config.hidden_sizes = (8,)\n"
+              "  return c\n")
+    proc = run(convert[0], f"--config={other}", f"--workdir={workdir}",
+               cwd=ROOT)
+    self.assertEqual(proc.returncode, 2, proc.stderr)
+    self.assertIn("Fix: pass the config (and --config overrides) the run was "
+                  "trained with", proc.stderr)
+    deep = os.path.join(self.create_tempdir().full_path, "deep.py")
+    with open(deep, "w") as f:
+      f.write("from configs import smoke\n\n\ndef get_config():\n"
+              "  c = smoke.get_config()\n"
+              "  c.model_config.hidden_sizes = (32, 32)\n  return c\n")
+    proc = run(convert[0], f"--config={deep}", f"--workdir={workdir}",
+               cwd=ROOT)
+    self.assertEqual(proc.returncode, 2, proc.stderr)
+    self.assertIn("arrays but the model and optimizer of this config have",
+                  proc.stderr)
+    # The suggested command, with the run's config, converts; training
+    # then resumes.
+    proc = run(*[a.replace("CONFIG", SMOKE) for a in convert], cwd=ROOT)
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+    config.num_steps = 20
+    self.assertEqual(train_lib.train_and_evaluate(config, workdir)["step"],
+                     20)
 
   def test_array_batcher_hint(self):
     images, labels = np.zeros((64, 8, 8, 1)), np.arange(64) % 10

@@ -446,6 +446,35 @@ class BinaryCheckpointTest(absltest.TestCase):
     accuracy = float(np.mean(np.argmax(logits, -1) == labels))
     self.assertAlmostEqual(accuracy, self.result["accuracy"], places=6)
 
+  def test_old_format_before_the_grad_norm_metric_converts_and_resumes(self):
+    # Checkpoints of the previous release: the optimizer chain had no
+    # `record_grad_norm` state yet.
+    workdir = self.create_tempdir().full_path
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    config = smoke.get_config()
+    config.num_steps = 20
+    model = models.build_model(config)
+    old_optimizer = pax.from_optax(models.make_optimizer(
+        config, record_norm=False))(model.parameters())
+    data_state = train_lib._Task(config).train.state()  # pylint: disable=protected-access
+    checkpoint_legacy.write(ckpt_dir, 10, (model, old_optimizer),
+                            {"data": data_state, "config_hash": "old"})
+    proc = subprocess.run(
+        [sys.executable, "tools/convert_checkpoint.py",
+         f"--config={os.path.join(ROOT, 'configs', 'smoke.py')}",
+         f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True,
+        timeout=300, check=False, env=dict(os.environ, PYTHONPATH=ROOT))
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    got = checkpoint.load_arrays(ckpt_dir, 10)
+    # Every old array, plus the new state's initial gradient norm.
+    self.assertLen(got, len(jax.tree_util.tree_leaves(
+        (model, old_optimizer))) + 1)
+    self.assertEqual([float(v) for n, v in got.items()
+                      if n.endswith("grad_norm")], [0.0])
+    result = train_lib.train_and_evaluate(config, workdir)
+    self.assertEqual(result["step"], 20)
+    self.assertTrue(np.isfinite(result["loss"]))
+
   def test_old_format_converts_with_the_suggested_command(self):
     workdir = self.create_tempdir().full_path
     ckpt_dir = os.path.join(workdir, "checkpoints")

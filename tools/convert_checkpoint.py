@@ -9,7 +9,7 @@ Haiku-named arrays (`checkpoints/<step>/`, see docs/checkpoints.md). The old
 directories are left in place; delete them once the run resumes.
 
   python3 tools/convert_checkpoint.py --config=configs/digits_mlp.py \
-      --workdir=/tmp/pax_haiku/digits_mlp
+      --workdir=/tmp/pax_haiku_runs/digits_mlp
 
 Pass the same `--config.key=value` overrides as the training run.
 """
@@ -58,8 +58,13 @@ def convert(config, workdir: str) -> Sequence[int]:
         "convert.")
   model = models.build_model(config)
   optimizer = pax.from_optax(models.make_optimizer(config))(model.parameters())
-  like = (model, optimizer)
-  like_leaves, treedef = jax.tree_util.tree_flatten(like)
+  # Checkpoints older than the gradient-norm metric hold the optimizer chain
+  # without `record_grad_norm`; they get its initial state.
+  before_norm = pax.from_optax(models.make_optimizer(config, record_norm=False))(
+      model.parameters())
+  like_leaves, treedef = jax.tree_util.tree_flatten((model, optimizer))
+  old_like_leaves, old_treedef = jax.tree_util.tree_flatten(
+      (model, before_norm))
   done = set()
   for step in checkpoint.checkpoint_steps(ckpt_dir):
     try:
@@ -71,20 +76,26 @@ def convert(config, workdir: str) -> Sequence[int]:
     if step in done:  # Converted by an earlier run of this command.
       continue
     old = checkpoint_legacy.read(ckpt_dir, step)
-    if len(old.leaves) != len(like_leaves):
+    without_norm = len(old.leaves) == len(old_like_leaves) != len(like_leaves)
+    want_leaves, want_treedef = ((old_like_leaves, old_treedef) if without_norm
+                                 else (like_leaves, treedef))
+    if len(old.leaves) != len(want_leaves):
       raise ValueError(
           f"ckpt_{step} has {len(old.leaves)} arrays but the model and "
           f"optimizer of this config have {len(like_leaves)}.\nFix: pass the "
           "config (and --config overrides) the run was trained with.")
-    for i, (got, want) in enumerate(zip(old.leaves, like_leaves)):
+    for i, (got, want) in enumerate(zip(old.leaves, want_leaves)):
       if got.shape != tuple(want.shape) or got.dtype != np.dtype(want.dtype):
         raise ValueError(
             f"ckpt_{step}: array {i} ({old.specs[i]['path']}) has shape "
             f"{got.shape} dtype {got.dtype}, but this config expects shape "
             f"{tuple(want.shape)} dtype {np.dtype(want.dtype)}.\nFix: pass "
             "the config (and --config overrides) the run was trained with.")
-    model, optimizer = jax.tree_util.tree_unflatten(treedef, old.leaves)
-    checkpoint.save(ckpt_dir, step, {"model": model, "optimizer": optimizer},
+    model, restored = jax.tree_util.tree_unflatten(want_treedef, old.leaves)
+    if without_norm:
+      restored = optimizer.replace(opt_state=(optimizer.opt_state[0],) +
+                                   tuple(restored.opt_state))
+    checkpoint.save(ckpt_dir, step, {"model": model, "optimizer": restored},
                     old.metadata, keep=None)
   return steps
 
@@ -98,7 +109,7 @@ def main(argv):
   if _CONFIG.value is None or not _WORKDIR.value:
     print("error: --config and --workdir are required, e.g. python3 "
           "tools/convert_checkpoint.py --config=configs/digits_mlp.py "
-          "--workdir=/tmp/pax_haiku/digits_mlp", file=sys.stderr)
+          "--workdir=/tmp/pax_haiku_runs/digits_mlp", file=sys.stderr)
     return 2
   try:
     steps = convert(_CONFIG.value, os.path.abspath(_WORKDIR.value))

@@ -151,8 +151,15 @@ def learning_rate_schedule(config: Any) -> optax.Schedule:
       end_value=config.learning_rate * 0.01)
 
 
-def make_optimizer(config: Any) -> optax.GradientTransformation:
-  """AdamW (or SGD) with warmup + cosine decay and global-norm clipping."""
+def make_optimizer(config: Any,
+                   record_norm: bool = True) -> optax.GradientTransformation:
+  """AdamW (or SGD) with warmup + cosine decay and global-norm clipping.
+
+  Args:
+    config: the training config.
+    record_norm: start the chain with `record_grad_norm` (False: the chain
+      of checkpoints written before it was added, for conversion).
+  """
   schedule = learning_rate_schedule(config)
   if config.optimizer == "adamw":
     opt = optax.adamw(schedule, weight_decay=config.weight_decay)
@@ -160,8 +167,9 @@ def make_optimizer(config: Any) -> optax.GradientTransformation:
     opt = optax.adam(schedule)
   else:
     opt = optax.sgd(schedule, momentum=0.9)
-  return optax.chain(record_grad_norm(),
-                     optax.clip_by_global_norm(config.grad_clip), opt)
+  clipped = (optax.clip_by_global_norm(config.grad_clip), opt)
+  return optax.chain(record_grad_norm(), *clipped) if record_norm else (
+      optax.chain(*clipped))
 
 
 def grad_norm(optimizer: Any) -> jax.Array:
