@@ -10,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from unittest import mock
 
@@ -52,7 +53,8 @@ class BinaryLifecycleTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.tmp = absltest.get_default_test_tmpdir()
+    # A fresh directory: the default test tmpdir outlives runs.
+    cls.tmp = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
     cls.env = dict(
         os.environ, PYTHONPATH=ROOT,
         JAX_COMPILATION_CACHE_DIR=os.path.join(cls.tmp, "jax_cache"),
@@ -129,10 +131,14 @@ class BinaryLifecycleTest(absltest.TestCase):
       time.sleep(rng.uniform(0.0, 4.0))
       proc.send_signal(signal.SIGTERM)
       out, err = proc.communicate(timeout=600)
-      if proc.returncode == 0:
-        shutil_workdir = workdir + f".done{preempted}"
-        os.rename(workdir, shutil_workdir)
-        self.assert_same_run(shutil_workdir)
+      done = checkpoint.latest_step(os.path.join(workdir, "checkpoints"))
+      # A signal after the run ended (printing its results) kills it as
+      # usual; its work is complete.
+      if proc.returncode == 0 or (proc.returncode == -signal.SIGTERM and
+                                  done == smoke.get_config().num_steps):
+        # Finished before the signal: check it, go on in a new workdir.
+        self.assert_same_run(workdir)
+        workdir = tempfile.mkdtemp(dir=self.tmp)
         continue
       self.assertEqual(proc.returncode, lifecycle.PREEMPTED_EXIT_CODE,
                        err[-3000:])

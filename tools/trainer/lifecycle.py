@@ -103,6 +103,16 @@ class RunGuard:
   # -- start and end ---------------------------------------------------------
 
   def __enter__(self) -> "RunGuard":
+    # Before the lock: a signal that finds the lock taken finds the handler.
+    self._stop.install()
+    try:
+      self._take_lock()
+    except BaseException:
+      self._stop.uninstall()
+      raise
+    return self
+
+  def _take_lock(self) -> None:
     error = None
     if self.is_chief:
       try:
@@ -114,8 +124,6 @@ class RunGuard:
           f"Process 0 could not lock the workdir {self.workdir} (see its "
           "error).\nFix: wait for the other run to finish, or pass another "
           "--workdir.")
-    self._stop.install()
-    return self
 
   def __exit__(self, exc_type, exc, tb) -> None:
     try:
