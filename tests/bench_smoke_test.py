@@ -67,21 +67,32 @@ class BenchSmokeTest(absltest.TestCase):
     self.assertIn(header, lines)
     start = lines.index(header)
     self.assertEqual(lines[start + 1], "|" + "---|" * len(_COLUMNS))
-    rows = lines[start + 2:start + 5]
+    rows = lines[start + 2:start + 7]
     self.assertEqual([r.split("|")[1].strip() for r in rows],
-                     ["haiku", "pax_haiku", "pax_haiku [nets_mlp]"])
+                     ["haiku", "pax_haiku", "pax_haiku [nets_mlp]",
+                      "haiku (donated)", "pax_haiku (donated)"])
     for row in rows:
       self.assertLen(row.strip().strip("|").split("|"), len(_COLUMNS))
-    self.assertEqual(lines[start + 5], "")  # Only the rows asked for.
+    self.assertEqual(lines[start + 7], "")  # Only the rows asked for.
     text = "\n".join(lines)
     self.assertIn("## pax_haiku against its targets", text)
+    self.assertIn("## Donated steps", text)
     self.assertIn("JAX floor of the model's flatten+unflatten", text)
 
   def test_pax_haiku_hlo_equals_raw_haiku(self):
     with open(self.json_path) as f:
       results = json.load(f)
     rows = results["workloads"]["W1"]["rows"]
-    self.assertEqual(set(rows), {"haiku", "pax_haiku", "pax_haiku [nets_mlp]"})
+    self.assertEqual(set(rows), {"haiku", "pax_haiku", "pax_haiku [nets_mlp]",
+                                 "haiku (donated)", "pax_haiku (donated)"})
+    # The recommended donating step compiles to raw Haiku's donating step.
+    self.assertEqual(
+        results["workloads"]["W1"]["same_program"]["pax_haiku (donated)"],
+        {"step": True, "scan": None})
+    self.assertEqual(rows["pax_haiku (donated)"]["reference"],
+                     "haiku (donated)")
+    self.assertIsNotNone(rows["pax_haiku (donated)"][
+        "eager_ratio_to_reference"])
     # Both pax_haiku forms compile to raw Haiku's program.
     for name in ("pax_haiku", "pax_haiku [nets_mlp]"):
       self.assertEqual(results["workloads"]["W1"]["same_program"][name],
