@@ -190,5 +190,27 @@ class SameProgramTest(absltest.TestCase):
                                                        "f16[2]{0} neg")))
 
 
+class SampleClockTest(absltest.TestCase):
+
+  def tearDown(self):
+    from tools.bench import measure  # pylint: disable=g-import-not-at-top
+    measure.set_sample_clock("wall")
+    super().tearDown()
+
+  def test_process_clock_counts_this_process_cpu_time(self):
+    import time  # pylint: disable=g-import-not-at-top
+    from tools.bench import measure  # pylint: disable=g-import-not-at-top
+    measure.set_sample_clock("process")
+    start, wall = measure.sample_clock(), time.process_time()
+    time.sleep(0.05)  # Sleeping costs no CPU time.
+    sum(range(200000))
+    self.assertLess(measure.sample_clock() - start,
+                    time.process_time() - wall + 1e-3)
+    self.assertGreater(measure.sample_clock(), start)
+    with self.assertRaisesRegex(ValueError, "unknown clock 'cpu'; choose "
+                                "from wall, process"):
+      measure.set_sample_clock("cpu")
+
+
 if __name__ == "__main__":
   absltest.main()

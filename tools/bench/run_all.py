@@ -87,6 +87,11 @@ _HLO_DIR = flags.DEFINE_string(
 _PAX_VARIANTS = flags.DEFINE_bool(
     "pax_variants", True, "Also run pax_haiku with `pax.nets.MLP` (one "
     "Haiku-backed module) on the MLP workloads, beside `pax.Sequential`.")
+_CLOCK = flags.DEFINE_enum(
+    "clock", "wall", list(measure.SAMPLE_CLOCKS), "Clock of the eager and "
+    "fused-scan samples: wall time, or this process's CPU time (all its "
+    "threads), which other processes' load on a shared machine does not "
+    "inflate.")
 _DONATED = flags.DEFINE_bool(
     "donated", True, "Also run the donating steps: `haiku (donated)` "
     "(`donate_argnums`) and `pax_haiku (donated)` (`pax.jit_update`, the "
@@ -113,6 +118,7 @@ class Config:
     flatten_sample_s: target seconds of one flatten sample.
     pax_variants: also run `pax.nets.MLP` rows.
     donated: also run the donating steps of raw Haiku and pax_haiku.
+    clock: `wall` or `process` (CPU time) for eager and scan samples.
     gc_freeze: `gc.freeze()` during the eager rounds (moves every live
       Python object out of the collector's reach, so that full collections
       triggered by the steps' allocations are cheap), to show their cost.
@@ -135,6 +141,7 @@ class Config:
   flatten_sample_s: float = 0.02
   pax_variants: bool = True
   donated: bool = True
+  clock: str = "wall"
   gc_freeze: bool = False
   hlo_dir: Optional[str] = None
   quick: bool = False
@@ -278,12 +285,12 @@ def _matmul_floor_case(workload: wl_lib.Workload, seed: int,
   n = max(2, int(round(sample_s / max(one, 1e-6))))
 
   def sample():
-    start = time.perf_counter()
+    start = measure.sample_clock()
     out = None
     for _ in range(n):
       out = dots(operands)
     measure.block(out)
-    return (time.perf_counter() - start) / n
+    return (measure.sample_clock() - start) / n
 
   return sample, flops
 
@@ -630,6 +637,7 @@ def run_benchmarks(cfg: Config) -> Dict[str, Any]:
       "command": " ".join(["python3 -m tools.bench.run_all", *sys.argv[1:]]),
   }
   results = {"meta": meta, "workloads": {}}
+  measure.set_sample_clock(cfg.clock)
   start = time.perf_counter()
   for name in cfg.workloads:
     if name not in wl_lib.WORKLOADS:
@@ -712,7 +720,10 @@ def markdown(results: Dict[str, Any]) -> str:
       f"{_load(meta.get('load_average_end'))}; total "
       f"{meta.get('wall_s', 0):.0f} s)." +
       (" **Quick mode: too few samples for meaningful numbers.**"
-       if cfg["quick"] else ""))
+       if cfg["quick"] else "") +
+      (" Eager and fused-scan times are this process's **CPU time** "
+       "(`--clock=process`), not wall time." if cfg.get("clock") == "process"
+       else ""))
   lines.append("")
   lines.append(
       f"Versions: jax {v['jax']}, dm-haiku {v['dm-haiku']}, optax "
@@ -1006,7 +1017,7 @@ def config_from_flags() -> Config:
   overrides = {"workloads": tuple(_WORKLOADS.value),
                "frameworks": tuple(_FRAMEWORKS.value),
                "pax_variants": _PAX_VARIANTS.value,
-               "donated": _DONATED.value,
+               "donated": _DONATED.value, "clock": _CLOCK.value,
                "gc_freeze": _GC_FREEZE.value, "hlo_dir": _HLO_DIR.value}
   for flag, key in ((_ROUNDS, "rounds"), (_COMPILE_ROUNDS, "compile_rounds"),
                     (_SCAN_STEPS, "scan_steps")):
