@@ -11,6 +11,7 @@ from pax_haiku import nets
 from pax_haiku import sharding
 from pax_haiku import utils
 from pax_haiku._src.context import next_rng_key
+from pax_haiku._src.donate import jit_update
 from pax_haiku._src.context import seed_rng_key
 from pax_haiku._src.haiku_bridge import from_haiku
 from pax_haiku._src.haiku_bridge import HaikuModule
@@ -107,6 +108,7 @@ __all__ = (
     "haiku_call",
     "HaikuModule",
     "Identity",
+    "jit_update",
     "Lambda",
     "LayerNorm",
     "Linear",

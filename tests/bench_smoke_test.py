@@ -67,21 +67,32 @@ class BenchSmokeTest(absltest.TestCase):
     self.assertIn(header, lines)
     start = lines.index(header)
     self.assertEqual(lines[start + 1], "|" + "---|" * len(_COLUMNS))
-    rows = lines[start + 2:start + 5]
+    rows = lines[start + 2:start + 7]
     self.assertEqual([r.split("|")[1].strip() for r in rows],
-                     ["haiku", "pax_haiku", "pax_haiku [nets_mlp]"])
+                     ["haiku", "pax_haiku", "pax_haiku [nets_mlp]",
+                      "haiku (donated)", "pax_haiku (donated)"])
     for row in rows:
       self.assertLen(row.strip().strip("|").split("|"), len(_COLUMNS))
-    self.assertEqual(lines[start + 5], "")  # Only the rows asked for.
+    self.assertEqual(lines[start + 7], "")  # Only the rows asked for.
     text = "\n".join(lines)
     self.assertIn("## pax_haiku against its targets", text)
+    self.assertIn("## Donated steps", text)
     self.assertIn("JAX floor of the model's flatten+unflatten", text)
 
   def test_pax_haiku_hlo_equals_raw_haiku(self):
     with open(self.json_path) as f:
       results = json.load(f)
     rows = results["workloads"]["W1"]["rows"]
-    self.assertEqual(set(rows), {"haiku", "pax_haiku", "pax_haiku [nets_mlp]"})
+    self.assertEqual(set(rows), {"haiku", "pax_haiku", "pax_haiku [nets_mlp]",
+                                 "haiku (donated)", "pax_haiku (donated)"})
+    # The recommended donating step compiles to raw Haiku's donating step.
+    self.assertEqual(
+        results["workloads"]["W1"]["same_program"]["pax_haiku (donated)"],
+        {"step": True, "scan": None})
+    self.assertEqual(rows["pax_haiku (donated)"]["reference"],
+                     "haiku (donated)")
+    self.assertIsNotNone(rows["pax_haiku (donated)"][
+        "eager_ratio_to_reference"])
     # Both pax_haiku forms compile to raw Haiku's program.
     for name in ("pax_haiku", "pax_haiku [nets_mlp]"):
       self.assertEqual(results["workloads"]["W1"]["same_program"][name],
@@ -177,6 +188,28 @@ class SameProgramTest(absltest.TestCase):
         gpu, gpu.replace("393c46", "c5a83a").replace("jit_a", "jit_b")))
     self.assertFalse(measure.same_program(a, a.replace("f32[2]{0} neg",
                                                        "f16[2]{0} neg")))
+
+
+class SampleClockTest(absltest.TestCase):
+
+  def tearDown(self):
+    from tools.bench import measure  # pylint: disable=g-import-not-at-top
+    measure.set_sample_clock("wall")
+    super().tearDown()
+
+  def test_process_clock_counts_this_process_cpu_time(self):
+    import time  # pylint: disable=g-import-not-at-top
+    from tools.bench import measure  # pylint: disable=g-import-not-at-top
+    measure.set_sample_clock("process")
+    start, wall = measure.sample_clock(), time.process_time()
+    time.sleep(0.05)  # Sleeping costs no CPU time.
+    sum(range(200000))
+    self.assertLess(measure.sample_clock() - start,
+                    time.process_time() - wall + 1e-3)
+    self.assertGreater(measure.sample_clock(), start)
+    with self.assertRaisesRegex(ValueError, "unknown clock 'cpu'; choose "
+                                "from wall, process"):
+      measure.set_sample_clock("cpu")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from pax_haiku._src import context
+from pax_haiku._src import deleted_arrays
 from pax_haiku._src import module_layout as layout_lib
 
 
@@ -119,10 +120,24 @@ def _wrap_call(call: Callable[..., Any]) -> Callable[..., Any]:
 
   @functools.wraps(call)
   def __call__(self, *args, **kwargs):
-    policy = layout_lib.fields(self).get(MP_POLICY)
-    if policy is None or id(self) in _POLICY_CALLS.active:
-      return call(self, *args, **kwargs)
-    return _call_with_policy(self, call, policy, args, kwargs)
+    # The `try` costs nothing until an exception: only then does it look
+    # for arrays deleted by a donating step (`pax.jit_update`).
+    try:
+      policy = layout_lib.fields(self).get(MP_POLICY)
+      if policy is None or id(self) in _POLICY_CALLS.active:
+        return call(self, *args, **kwargs)
+      return _call_with_policy(self, call, policy, args, kwargs)
+    except RuntimeError as e:
+      if not deleted_arrays.is_deleted_array_error(e):
+        raise
+      what = type(self).__name__
+      leaves = deleted_arrays.deleted_leaves(self)
+      if not leaves:
+        what = f"an argument of {what}.__call__"
+        leaves = deleted_arrays.deleted_leaves((args, kwargs))
+      if not leaves:
+        raise
+      raise deleted_arrays.deleted_module_error(what, leaves) from e
 
   __call__._pax_wrapped = True
   return __call__

@@ -13,7 +13,7 @@ over the mesh (GSPMD): no `pmap`, no per-device code. The recipe:
 ...     model, y = pax.purecall(model, x)
 ...     loss = jnp.mean(y ** 2)
 ...     return loss, (loss, model)
->>> update_fn = jax.jit(pax.build_update_fn(loss_fn))
+>>> update_fn = pax.jit_update(pax.build_update_fn(loss_fn))  # donating
 >>> net, optimizer, loss = update_fn(net, optimizer, x)
 >>> loss.shape
 ()

@@ -101,8 +101,15 @@ def build_update_fn(loss_fn: Callable[..., Tuple[Any, Tuple[Any, Any]]], *,
 
   The loss function runs with `pax.pure` semantics: it may call stateful
   modules (BatchNorm, dropout) and must return the updated model. The update
-  function is pure too; wrap it in `jax.jit` (it compiles once: the model
-  and optimizer keep their structure from step to step).
+  function is pure too; compile it with `pax.jit_update(update_fn)`, the
+  recommended way: a `jax.jit` that donates the model and the optimizer, so
+  the new ones reuse their buffers (one copy in memory, faster steps; the
+  given model and optimizer are consumed). `jax.jit(update_fn)` works too
+  and keeps them. Either compiles once: the model and optimizer keep their
+  structure from step to step.
+
+  >>> step = pax.jit_update(pax.build_update_fn(mse_loss))
+  >>> net, optimizer, loss = step(net, optimizer, x, y)
 
   Args:
     loss_fn: `loss_fn(model, *inputs, **kwinputs) -> (loss, (aux, model))`;
@@ -161,9 +168,12 @@ def build_update_fn(loss_fn: Callable[..., Tuple[Any, Tuple[Any, Any]]], *,
       model, optimizer, aux = update(model, optimizer, inputs, kwinputs)
       return type(model_and_optimizer)((model, optimizer)), aux
 
+    # What `pax.jit_update` donates: the `(model, optimizer)` carry.
+    scan_update_fn._pax_donate_argnums = (0,)
     return scan_update_fn
 
   def update_fn(model, optimizer, *inputs, **kwinputs):
     return update(model, optimizer, inputs, kwinputs)
 
+  update_fn._pax_donate_argnums = (0, 1)  # The model and the optimizer.
   return update_fn

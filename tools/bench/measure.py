@@ -13,6 +13,26 @@ import jax
 _INSTRUCTION = re.compile(r"^(?:ROOT\s+)?%?[\w.\-]+\s*=\s*")
 
 
+# The clock of eager and fused-scan samples: wall time, or this process's CPU
+# time (every thread's, XLA's included: `run_all --clock=process`), which the
+# load of other processes on a shared machine does not inflate.
+SAMPLE_CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+_sample_clock = [time.perf_counter]
+
+
+def set_sample_clock(name: str) -> None:
+  """Selects the clock of `sample_clock()`: `wall` or `process`."""
+  if name not in SAMPLE_CLOCKS:
+    raise ValueError(f"unknown clock {name!r}; choose from "
+                     f"{', '.join(SAMPLE_CLOCKS)}")
+  _sample_clock[0] = SAMPLE_CLOCKS[name]
+
+
+def sample_clock() -> float:
+  """Seconds on the selected sample clock (see `set_sample_clock`)."""
+  return _sample_clock[0]()
+
+
 def block(tree: Any) -> None:
   """Waits for every array in `tree`."""
   jax.block_until_ready(jax.tree_util.tree_leaves(tree))

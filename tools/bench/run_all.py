@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tools.bench import donated as donated_lib
 from tools.bench import frameworks
 from tools.bench import measure
 from tools.bench import peers_equinox
@@ -86,6 +87,15 @@ _HLO_DIR = flags.DEFINE_string(
 _PAX_VARIANTS = flags.DEFINE_bool(
     "pax_variants", True, "Also run pax_haiku with `pax.nets.MLP` (one "
     "Haiku-backed module) on the MLP workloads, beside `pax.Sequential`.")
+_CLOCK = flags.DEFINE_enum(
+    "clock", "wall", list(measure.SAMPLE_CLOCKS), "Clock of the eager and "
+    "fused-scan samples: wall time, or this process's CPU time (all its "
+    "threads), which other processes' load on a shared machine does not "
+    "inflate.")
+_DONATED = flags.DEFINE_bool(
+    "donated", True, "Also run the donating steps: `haiku (donated)` "
+    "(`donate_argnums`) and `pax_haiku (donated)` (`pax.jit_update`, the "
+    "recommended step).")
 
 
 @dataclasses.dataclass
@@ -107,6 +117,8 @@ class Config:
     sample_s: target seconds of one eager sample (sets steps per sample).
     flatten_sample_s: target seconds of one flatten sample.
     pax_variants: also run `pax.nets.MLP` rows.
+    donated: also run the donating steps of raw Haiku and pax_haiku.
+    clock: `wall` or `process` (CPU time) for eager and scan samples.
     gc_freeze: `gc.freeze()` during the eager rounds (moves every live
       Python object out of the collector's reach, so that full collections
       triggered by the steps' allocations are cheap), to show their cost.
@@ -128,6 +140,8 @@ class Config:
   sample_s: float = 0.25
   flatten_sample_s: float = 0.02
   pax_variants: bool = True
+  donated: bool = True
+  clock: str = "wall"
   gc_freeze: bool = False
   hlo_dir: Optional[str] = None
   quick: bool = False
@@ -171,6 +185,9 @@ def _make_impls(cfg: Config, workload: wl_lib.Workload, runnable: List[str],
   impls = frameworks.haiku_and_pax_impls(
       workload, weights, params, state, x, y,
       pax_haiku="pax_haiku" in runnable, pax_variants=cfg.pax_variants)
+  if cfg.donated:
+    impls += donated_lib.donated_impls(workload, weights, params, state, x, y,
+                                       pax_haiku="pax_haiku" in runnable)
   for family in ("equinox", "flax_nnx", "pax"):
     if family in runnable:
       for cls in PEERS[family].IMPLS:
@@ -268,12 +285,12 @@ def _matmul_floor_case(workload: wl_lib.Workload, seed: int,
   n = max(2, int(round(sample_s / max(one, 1e-6))))
 
   def sample():
-    start = time.perf_counter()
+    start = measure.sample_clock()
     out = None
     for _ in range(n):
       out = dots(operands)
     measure.block(out)
-    return (time.perf_counter() - start) / n
+    return (measure.sample_clock() - start) / n
 
   return sample, flops
 
@@ -432,6 +449,9 @@ def run_workload(cfg: Config, workload: wl_lib.Workload,
   rows = {}
   for n in names:
     impl = by_name[n]
+    # A donating pax_haiku row is compared with raw Haiku's donating step.
+    ref = getattr(impl, "reference", base.name)
+    ref = ref if ref in by_name else base.name
     used, used_ratios = compile_samples[n], compile_ratios[n]
     row = {
         "family": impl.family,
@@ -444,13 +464,20 @@ def run_workload(cfg: Config, workload: wl_lib.Workload,
         "compile_s": measure.median(used),
         "compile_samples_s": compile_samples[n],
         "hlo_instructions": hlo[n],
-        "hlo_ratio": hlo[n] / hlo[base.name],
+        "hlo_ratio": hlo[n] / hlo[ref],
+        "reference": ref,
         "first_loss": losses[n],
     }
     row["eager_ratio"], row["eager_ratio_spread"] = _ratio_stats(
         eager_ratios[n])
     row["compile_ratio"], row["compile_ratio_spread"] = _ratio_stats(
         used_ratios)
+    if ref != base.name:
+      # Per round: this row's ratio over the reference row's (both to the
+      # raw-Haiku samples bracketing them in that round).
+      row["eager_ratio_to_reference"], row[
+          "eager_ratio_to_reference_spread"] = _ratio_stats(
+              [a / b for a, b in zip(eager_ratios[n], eager_ratios[ref])])
     if n in scan:
       row.update({
           "scan_ms_per_step": measure.median(scan[n]) * 1e3,
@@ -479,7 +506,8 @@ def run_workload(cfg: Config, workload: wl_lib.Workload,
     res["floor"] = floor
   # Every pax_haiku row (its variants too): the same program as raw Haiku?
   res["same_program"] = {
-      n: {"step": measure.same_program(hlo_text[base.name], hlo_text[n]),
+      n: {"step": measure.same_program(hlo_text[rows[n]["reference"]],
+                                       hlo_text[n]),
           "scan": (measure.same_program(scan_text[base.name], scan_text[n])
                    if n in scan_text and base.name in scan_text else None)}
       for n in names if by_name[n].family == "pax_haiku"}
@@ -532,7 +560,8 @@ def _xla_flops(impl: frameworks.Impl) -> Optional[float]:
 # ----------------------------------------------------------------------------
 
 TARGETS = (
-    # (description, workloads, row key, limit, unit)
+    # (description, workloads, row key, limit, unit[, rows]); without rows:
+    # every pax_haiku row.
     ("HLO instruction count = 1.00x raw Haiku", None, "hlo_ratio", 1.0, "x"),
     ("eager step <= 1.05x raw Haiku", ("Wdeep",), "eager_ratio", 1.05, "x"),
     ("eager step <= 1.02x raw Haiku", ("W1", "W2", "W3", "W4"),
@@ -543,23 +572,32 @@ TARGETS = (
      "x"),
     ("parameters()+update_parameters() <= 0.1 ms", ("Wdeep",), "params_us",
      100.0, "µs"),
+    # The recommended step (`pax.jit_update`) against raw Haiku's plain and
+    # donating steps.
+    ("recommended step <= 0.85x raw Haiku", ("W2",), "eager_ratio", 0.85,
+     "x", ("pax_haiku (donated)",)),
+    ("recommended step <= 0.78x raw Haiku", ("Wdeep",), "eager_ratio", 0.78,
+     "x", ("pax_haiku (donated)",)),
+    ("recommended step <= 1.05x raw Haiku donated", None,
+     "eager_ratio_to_reference", 1.05, "x", ("pax_haiku (donated)",)),
 )
 
 
 def evaluate_targets(results: Dict[str, Any]) -> List[Dict[str, Any]]:
   """pax_haiku's value for every (target, workload) pair that was run."""
   out = []
-  for desc, names, key, limit, unit in TARGETS:
+  for desc, names, key, limit, unit, *only in TARGETS:
     for wname, wres in results["workloads"].items():
       if names is not None and wname not in names:
         continue
       for rname, row in wres["rows"].items():
         if row.get("family") != "pax_haiku" or row.get(key) is None:
           continue
+        if only and rname not in only[0]:
+          continue
         value = row[key]
         met = (value == limit) if key == "hlo_ratio" else (value <= limit)
-        spread = (row.get(key.replace("_ratio", "_ratio_spread"))
-                  if key.endswith("_ratio") else None)
+        spread = (row.get(key + "_spread") if "_ratio" in key else None)
         # A fused scan that compiles to raw Haiku's very program (same
         # instructions, shapes and order; only argument names differ) runs
         # the same machine code: a measured gap is this machine's noise,
@@ -599,6 +637,7 @@ def run_benchmarks(cfg: Config) -> Dict[str, Any]:
       "command": " ".join(["python3 -m tools.bench.run_all", *sys.argv[1:]]),
   }
   results = {"meta": meta, "workloads": {}}
+  measure.set_sample_clock(cfg.clock)
   start = time.perf_counter()
   for name in cfg.workloads:
     if name not in wl_lib.WORKLOADS:
@@ -681,7 +720,10 @@ def markdown(results: Dict[str, Any]) -> str:
       f"{_load(meta.get('load_average_end'))}; total "
       f"{meta.get('wall_s', 0):.0f} s)." +
       (" **Quick mode: too few samples for meaningful numbers.**"
-       if cfg["quick"] else ""))
+       if cfg["quick"] else "") +
+      (" Eager and fused-scan times are this process's **CPU time** "
+       "(`--clock=process`), not wall time." if cfg.get("clock") == "process"
+       else ""))
   lines.append("")
   lines.append(
       f"Versions: jax {v['jax']}, dm-haiku {v['dm-haiku']}, optax "
@@ -698,6 +740,7 @@ def markdown(results: Dict[str, Any]) -> str:
       lines.append(f"- **{family}**: {reason}")
     lines.append("")
   lines += _targets_md(results)
+  lines += donated_lib.donated_md(results)
   for name, wres in results["workloads"].items():
     lines += _workload_md(name, wres)
   lines += _method_md(cfg)
@@ -741,8 +784,11 @@ def _targets_md(results) -> List[str]:
       value = f"{t['value']:.1f} µs"
     elif t["key"] == "hlo_ratio":
       row = results["workloads"][t["workload"]]["rows"]
-      value = (f"{row[t.get('row', 'pax_haiku')]['hlo_instructions']} vs "
-               f"{row['haiku']['hlo_instructions']} instructions")
+      mine = row[t.get("row", "pax_haiku")]
+      ref = mine.get("reference", "haiku")
+      value = (f"{mine['hlo_instructions']} vs "
+               f"{row[ref]['hlo_instructions']} instructions" +
+               (f" ({ref})" if ref != "haiku" else ""))
     else:
       spread = t.get("spread")
       value = f"{t['value']:.3f}x" + (
@@ -870,6 +916,17 @@ def _workload_md(name: str, wres: Dict[str, Any]) -> List[str]:
           f"instructions** (opcodes: {hv['opcode_difference']}); "
           f"{hv['diagnosis']} Fused scans: {hv['scan_pax_haiku']} vs "
           f"{hv['scan_haiku']}.")
+  for n, r in wres["rows"].items():
+    if r.get("eager_ratio_to_reference") is None:
+      continue
+    ref = r["reference"]
+    same = (wres.get("same_program") or {}).get(n, {}).get("step")
+    lines += ["", f"Donated steps: `{n}` (`pax.jit_update`) runs at "
+              f"{r['eager_ratio']:.3f}x raw Haiku's plain step and "
+              f"{r['eager_ratio_to_reference']:.3f}x "
+              f"±{r['eager_ratio_to_reference_spread']:.3f} `{ref}` "
+              f"(per-round ratios); same compiled program as `{ref}` up to "
+              f"argument names: {'yes' if same else '**no**'}."]
   fl = wres.get("floor")
   if fl:
     steps = ", ".join(f"{n} {fl['step_over_floor'][n]:.2f}x"
@@ -904,6 +961,15 @@ def _method_md(cfg: Dict[str, Any]) -> List[str]:
       "`pax.LSTM` unrolled by `pax.scan` (raw Haiku: `hk.nets.MLP`, the "
       "reference `haiku_transformer.TransformerLM`, `hk.LSTM` with "
       "`hk.dynamic_unroll`).",
+      "- Donated rows (`--donated`): `haiku (donated)` is raw Haiku's step "
+      "jitted with `donate_argnums=(0, 1, 2)` (params, state, optimizer "
+      "state); `pax_haiku (donated)` is the recommended "
+      "`pax.jit_update(pax.build_update_fn(loss_fn))` (the model and the "
+      "optimizer donated). Both reuse their inputs' buffers for the outputs; "
+      "each starts from its own copy of the initial weights. The pax_haiku "
+      "donated row's HLO is compared with raw Haiku's donated step's, and "
+      "its eager time also as a ratio to it (per round). No fused-scan "
+      "column: a scan is one call, its carry donated or not.",
       "- Eager step: a jitted train step called from a Python loop "
       "(argument flatten/unflatten and dispatch included), timed over "
       "several steps up to `block_until_ready`; frameworks interleaved "
@@ -951,6 +1017,7 @@ def config_from_flags() -> Config:
   overrides = {"workloads": tuple(_WORKLOADS.value),
                "frameworks": tuple(_FRAMEWORKS.value),
                "pax_variants": _PAX_VARIANTS.value,
+               "donated": _DONATED.value, "clock": _CLOCK.value,
                "gc_freeze": _GC_FREEZE.value, "hlo_dir": _HLO_DIR.value}
   for flag, key in ((_ROUNDS, "rounds"), (_COMPILE_ROUNDS, "compile_rounds"),
                     (_SCAN_STEPS, "scan_steps")):

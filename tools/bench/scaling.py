@@ -102,7 +102,9 @@ def measure(config: Any, num_devices: int, chunks: int,
 
   model, optimizer = loop_call(model, optimizer)  # compile + warm up
   fixed = train_lib.shard_chunk(task.train.next_chunk(k), mesh)
-  jax.block_until_ready(train_chunk(model, optimizer, fixed))
+  # The chunk donates (consumes) the model and optimizer: keep what it returns.
+  model, optimizer, aux = jax.block_until_ready(
+      train_chunk(model, optimizer, fixed))
   loop, compute = [], []
   for _ in range(rounds):
     t0 = time.perf_counter()
@@ -110,10 +112,9 @@ def measure(config: Any, num_devices: int, chunks: int,
       model, optimizer = loop_call(model, optimizer)
     loop.append(chunks * k / (time.perf_counter() - t0))
     t0 = time.perf_counter()
-    out = None
     for _ in range(chunks):
-      out = train_chunk(model, optimizer, fixed)
-    jax.block_until_ready(out)
+      model, optimizer, aux = train_chunk(model, optimizer, fixed)
+    jax.block_until_ready((model, optimizer, aux))
     compute.append(chunks * k / (time.perf_counter() - t0))
   return {"devices": mesh.size, "platform": jax.devices()[0].platform,
           "batch_size": config.batch_size,

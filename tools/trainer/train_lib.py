@@ -120,13 +120,18 @@ def place(tree: Any, mesh: jax.sharding.Mesh, config: Any) -> Any:
 
 
 def make_train_chunk(config: Any, mesh: jax.sharding.Mesh, model: Any,
-                     optimizer: Any) -> Callable[..., Tuple[Any, Any, Any]]:
+                     optimizer: Any, *, donate: bool = True
+                     ) -> Callable[..., Tuple[Any, Any, Any]]:
   """The jitted `train_chunk(model, optimizer, batches)`.
 
   It runs `batches.shape[0]` steps (one `jax.lax.scan` over
   `pax.build_update_fn(loss_fn, scan_mode=True)`) and returns the new model
   and optimizer, laid out as the given (placed) `model` and `optimizer`, and
   the mean of each aux metric over the steps (replicated).
+
+  With `donate` (the default) it is built by `pax.jit_update`: the new model
+  and optimizer reuse the buffers of the given ones, which are consumed (the
+  loop keeps only what each call returns; checkpoints hold host copies).
   """
   update_fn = pax.build_update_fn(models.loss_fn_for(config), scan_mode=True)
 
@@ -138,7 +143,8 @@ def make_train_chunk(config: Any, mesh: jax.sharding.Mesh, model: Any,
   out_shardings = (pax.sharding.shardings_of(model),
                    pax.sharding.shardings_of(optimizer),
                    pax.sharding.replicated_sharding(mesh))
-  return jax.jit(train_chunk, out_shardings=out_shardings)
+  return pax.jit_update(train_chunk, donate=donate, donate_argnums=(0, 1),
+                        out_shardings=out_shardings)
 
 
 def shard_chunk(chunk: Any, mesh: jax.sharding.Mesh) -> Any:
