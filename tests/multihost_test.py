@@ -219,9 +219,10 @@ class MultiHostTest(absltest.TestCase):
     # The (64, 32) kernel and its Adam moments are split by rows over the 8
     # devices (8 chunks of 8 rows); the mesh lists process 0's 4 devices
     # first. Each process wrote exactly its 4 row blocks.
+    # The optax chain: record_grad_norm, clip_by_global_norm, adamw.
     split = ["model.params.sequential/~/linear.w",
-             "optimizer.1.0.mu.sequential/~/linear.w",
-             "optimizer.1.0.nu.sequential/~/linear.w"]
+             "optimizer.2.0.mu.sequential/~/linear.w",
+             "optimizer.2.0.nu.sequential/~/linear.w"]
     for array in split:
       self.assertEqual(written[0][array], {f"{i}.0" for i in range(4)})
       self.assertEqual(written[1][array], {f"{i}.0" for i in range(4, 8)})
@@ -231,8 +232,8 @@ class MultiHostTest(absltest.TestCase):
     # process 0 write one too small to split.
     names = set(written[0]) | set(written[1])
     self.assertLen(names, len(checkpoint.load_arrays(ckpt_dir, 60)))
-    self.assertEqual(written[1].get("optimizer.1.0.count"), None)
-    self.assertEqual(written[0]["optimizer.1.0.count"], {"0"})
+    self.assertEqual(written[1].get("optimizer.2.0.count"), None)
+    self.assertEqual(written[0]["optimizer.2.0.count"], {"0"})
     self.assertEqual(written[0]["model.params.sequential/~/linear.b"] |
                      written[1]["model.params.sequential/~/linear.b"],
                      {str(i) for i in range(8)})
