@@ -41,6 +41,7 @@ import jax
 from ml_collections import config_flags
 
 import pax_haiku as pax
+from tools.trainer import compile_cache
 from tools.trainer import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -106,6 +107,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
     config = _load_config(sys.argv)
+    compile_cache.setup(config)
     pax.sharding.initialize_distributed(_COORDINATOR.value,
                                         _NUM_PROCESSES.value, _PROCESS_ID.value)
     result = train_lib.train_and_evaluate(config,

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from pax_haiku._src import context
 from pax_haiku._src import haiku_compat
+from pax_haiku._src import haiku_init
 from pax_haiku._src import haiku_naming
 from pax_haiku._src import module as module_lib
 
@@ -197,7 +198,8 @@ class HaikuModule(module_lib.Module):
     if pass_training and "is_training" not in kwargs:
       kwargs = dict(kwargs, is_training=self.training)
     transformed = _transformed(fn)
-    params, state = transformed.init(rng_key, *args, **kwargs)
+    # `transformed.init`'s arrays, without compiling a program per shape.
+    params, state = haiku_init.init(fn, rng_key, args, kwargs)
     needs_rng = _needs_rng(transformed, params, state, args, kwargs)
     leaves = []
     for role, tree in ((haiku_naming.PARAMS, params),

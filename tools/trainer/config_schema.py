@@ -16,7 +16,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 PARAM_SHARDINGS = ("replicated", "sharded")
 # Keys that choose where the computation runs, not what it computes: a
 # checkpoint resumes under other values without a "different config" warning.
-LAYOUT_KEYS = ("num_devices", "param_sharding")
+LAYOUT_KEYS = ("num_devices", "param_sharding", "compilation_cache")
 
 MODEL_CONFIG_KEYS = {
     "mlp": {"hidden_sizes": (256, 256), "dropout": 0.0},
@@ -59,6 +59,8 @@ def base_config() -> ml_collections.ConfigDict:
   # "replicated": a full copy of the parameters and optimizer state on every
   # device; "sharded": large leaves split over the devices (ZeRO/FSDP style).
   c.param_sharding = "replicated"
+  # JAX's persistent compilation cache (tools/trainer/compile_cache.py).
+  c.compilation_cache = True
   return c
 
 
