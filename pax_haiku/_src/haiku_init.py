@@ -27,6 +27,7 @@ Compiled programs are JAX's own jit caches (bounded by JAX) and, with
 `pax.enable_compilation_cache()`, JAX's persistent cache across processes.
 """
 
+import collections
 import functools
 import math
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -36,9 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Chunk sizes of the random programs: one small one for biases and small
-# weights, one large one for the rest (the last chunk of a weight is partly
-# wasted work, at most one chunk per parameter).
+# Chunk sizes of the random programs: a weight is drawn in large chunks, its
+# remainder in small ones (the last small chunk is partly wasted work).
 _SMALL_CHUNK = 1 << 10
 _LARGE_CHUNK = 1 << 16
 # The forward pass for data-dependent leaves runs once: compile it fast.
@@ -119,12 +119,16 @@ def _chunk(key_data: jax.Array, offset: jax.Array, a: jax.Array,
 def _random(key_data: jax.Array, shape: Tuple[int, ...], kind: str,
             a: Any, b: Any, lower: float, upper: float) -> jax.Array:
   n = math.prod(shape)
-  chunk = _SMALL_CHUNK if n <= _SMALL_CHUNK else _LARGE_CHUNK
+  # Large chunks while a whole one fits, then small ones: at most one small
+  # chunk of wasted work.
+  large = n // _LARGE_CHUNK * _LARGE_CHUNK
+  offsets = [(o, _LARGE_CHUNK) for o in range(0, large, _LARGE_CHUNK)]
+  offsets += [(o, _SMALL_CHUNK) for o in range(large, n, _SMALL_CHUNK)]
   # Bounds are runtime arguments, as in `jax.random.truncated_normal`
   # (constants would be folded by XLA, possibly to other bits).
   a, b, lower, upper = (np.float32(v) for v in (a, b, lower, upper))
   parts = []
-  for offset in range(0, n, chunk):
+  for offset, chunk in offsets:
     part = _chunk(key_data, np.uint32(offset), a, b, lower, upper, kind=kind,
                   chunk=chunk)
     if kind == "truncated_normal":  # Haiku's `TruncatedNormal`.
@@ -184,9 +188,12 @@ def _is_scalar(value: Any) -> bool:
       value, bool)
 
 
-def _no_rng(compute: Callable[[], jax.Array]) -> Callable[[], jax.Array]:
-  compute.uses_rng = False
-  return compute
+def _no_rng(compute: Callable[[], jax.Array]) -> Callable[..., jax.Array]:
+  def no_key(key_data=None):
+    del key_data
+    return compute()
+  no_key.uses_rng = False
+  return no_key
 
 
 def fast_value(init: Any, shape: Tuple[int, ...], dtype: Any
@@ -239,13 +246,20 @@ def fast_value(init: Any, shape: Tuple[int, ...], dtype: Any
              for v in (a, b, lower, upper)):
     return None
 
-  def compute():
-    key_data = _key_data(hk.next_rng_key())
+  def compute(key_data=None):
     if key_data is None:
-      raise _NotConcrete()
+      key_data = draw_key()
     return _random(key_data, shape, kind, a, b, lower, upper)
   compute.uses_rng = True
   return compute
+
+
+def draw_key() -> jax.Array:
+  """`hk.next_rng_key()`'s threefry key data; _NotConcrete if traced."""
+  key_data = _key_data(hk.next_rng_key())
+  if key_data is None:
+    raise _NotConcrete()
+  return key_data
 
 
 class _NotConcrete(Exception):
@@ -282,84 +296,203 @@ def _with_creators(fn: Callable[..., Any], make: Callable[[int], Any]
 
 
 def init(fn: Callable[..., Any], rng_key: jax.Array, args: Tuple[Any, ...],
-         kwargs: Dict[str, Any]) -> Tuple[hk.Params, hk.State]:
+         kwargs: Dict[str, Any], reusable: bool = False
+         ) -> Tuple[hk.Params, hk.State]:
   """`hk.transform_with_state(fn).init(rng_key, *args, **kwargs)`, faster.
 
   Runs Haiku's own `init` when the inputs or the key are traced (a lazy
   module built inside `jax.jit`): there is nothing to compute ahead then.
+
+  Args:
+    fn: the Haiku function.
+    rng_key: the key of `init`.
+    args: positional sample inputs.
+    kwargs: keyword sample inputs.
+    reusable: `fn` compares by value and depends on nothing else (a
+      `HaikuModuleCall`): what the trace found is kept for later calls with
+      the same inputs' shapes (an LRU cache of `PLAN_CACHE_SIZE`), so a
+      model of many identical layers traces one.
   """
   arrays, merge = _split_arrays((args, kwargs))
   if isinstance(rng_key, jax.core.Tracer) or any(
       isinstance(a, jax.core.Tracer) for a in arrays):
     return hk.transform_with_state(fn).init(rng_key, *args, **kwargs)
-  known, shapes = _trace(fn, rng_key, arrays, merge, eager_forward=False)
-  if known is None:
-    # The forward pass drew RNG keys before some initializer: trace again
-    # with every input-independent op (key splits included) run eagerly, as
-    # Haiku's own eager init runs it, so the initializers' keys are concrete.
-    known, shapes = _trace(fn, rng_key, arrays, merge, eager_forward=True)
-  # Leaves created by `hk.set_state` alone (no initializer), or whose
-  # initializer read the inputs, come from the forward pass.
-  missing = [(role, bundle, name)
-             for role, tree in enumerate(shapes)
-             for bundle, leaves in tree.items() for name in leaves
-             if (role, bundle, name) not in known]
-  if missing:
-    values = _forward_values(fn, rng_key, arrays, merge, known, missing)
-    known.update(zip(missing, values))
-  return tuple({bundle: {name: known[(role, bundle, name)] for name in leaves}
-                for bundle, leaves in tree.items()}
-               for role, tree in enumerate(shapes))
+  plan_key = signature(fn, rng_key, args, kwargs) if reusable else None
+  plan = _PLANS.get(plan_key) if plan_key is not None else None
+  if plan is not None and plan.still_valid():
+    _PLANS.move_to_end(plan_key)
+    return plan.replay(rng_key, arrays)
+  plan = _Plan.trace(fn, rng_key, arrays, merge)
+  if plan_key is not None and plan.reusable:
+    _PLANS[plan_key] = plan
+    while len(_PLANS) > PLAN_CACHE_SIZE:
+      _PLANS.popitem(last=False)
+  return plan.values
 
 
-def _trace(fn: Callable[..., Any], rng_key: jax.Array, arrays: List[Any],
-           merge: Callable[[List[Any]], Any], eager_forward: bool
-           ) -> Tuple[Optional[Dict[_Key, jax.Array]], Any]:
-  """Traces `init` abstractly, computing the initializers' values.
-
-  Returns the values computed (None if an initializer got a traced key and
-  `eager_forward` is off) and the `(params, state)` shapes.
-  """
-  known: Dict[_Key, jax.Array] = {}
-  traced_key = []
-
-  def make(role):
-    def creator(next_creator, shape, dtype, init_fn, context):
-      key = (role, context.module_name, context.name)
-      fast = fast_value(init_fn, shape, dtype)
-
-      def concrete(shape, dtype):
-        with jax.ensure_compile_time_eval():
-          try:
-            value = fast() if fast is not None else init_fn(shape, dtype)
-          except _NotConcrete:
-            traced_key.append(key)
-            value = init_fn(shape, dtype)
-        if not isinstance(value, jax.core.Tracer):
-          known[key] = value
-        return value
-      return next_creator(shape, dtype, concrete)
-    return creator
-
-  traced = hk.transform_with_state(_with_creators(fn, make))
-
-  def run(arr):
-    args, kwargs = merge(arr)
-    return traced.init(rng_key, *args, **kwargs)
-
-  if eager_forward:
-    with jax.ensure_compile_time_eval():
-      shapes = jax.eval_shape(run, arrays)
-  else:
-    shapes = jax.eval_shape(run, arrays)
-  return (None if traced_key and not eager_forward else known), shapes
+# Bounded: a plan holds its function and compiled forward pass, and a
+# program may build layers of any number of distinct configurations.
+PLAN_CACHE_SIZE = 256
+_PLANS: "collections.OrderedDict[Any, _Plan]" = collections.OrderedDict()
 
 
-def _forward_values(fn: Callable[..., Any], rng_key: jax.Array,
-                    arrays: List[Any], merge: Callable[[List[Any]], Any],
-                    known: Dict[_Key, jax.Array], missing: List[_Key]
-                    ) -> List[jax.Array]:
-  """The `missing` leaves of `init`, by one jitted forward pass."""
+def signature(fn, rng_key, args, kwargs) -> Optional[Any]:
+  """What `init`'s result depends on, besides the key's value; None if
+  something is unhashable."""
+  leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+  sig = tuple((l.shape, str(l.dtype)) if isinstance(l, (jax.Array, np.ndarray))
+              else ("static", l) for l in leaves)
+  key = (fn, treedef, sig, rng_key.shape, str(rng_key.dtype),
+         bool(jax.config.jax_enable_x64), _threefry_ok())
+  try:
+    hash(key)
+  except TypeError:
+    return None
+  return key
+
+
+class _Plan:
+  """One traced `init`: its leaves, in creation order, and how to compute
+  them for another key."""
+
+  def __init__(self):
+    self.shapes = None
+    self.steps: List[Tuple[_Key, Any]] = []  # (leaf, fast_value or None)
+    self.keys: List[jax.Array] = []  # Key data each random step used.
+    self.missing: List[_Key] = []
+    self.forward = None  # Compiled: (known, arrays, rng_key) -> missing.
+    self.policies: Dict[type, Any] = {}
+    self.reusable = False
+    self.values = None
+
+  @classmethod
+  def trace(cls, fn, rng_key, arrays, merge) -> "_Plan":
+    plan = cls()
+    known = plan._trace(fn, rng_key, arrays, merge, eager_forward=False)
+    eager = known is None
+    if eager:
+      # The forward pass drew RNG keys before some initializer: trace again
+      # with every input-independent op (key splits included) run eagerly,
+      # as Haiku's own eager init runs them, so the initializers' keys are
+      # concrete.
+      plan = cls()
+      known = plan._trace(fn, rng_key, arrays, merge, eager_forward=True)
+    # Leaves created by `hk.set_state` alone (no initializer), or whose
+    # initializer read the inputs, come from the forward pass.
+    plan.missing = [(role, bundle, name)
+                    for role, tree in enumerate(plan.shapes)
+                    for bundle, leaves in tree.items() for name in leaves
+                    if (role, bundle, name) not in known]
+    if plan.missing:
+      plan.forward = _compile_forward(fn, arrays, merge, known, plan.missing,
+                                      rng_key)
+      known.update(zip(plan.missing, plan.forward(known, arrays, rng_key)))
+    plan.values = plan._assemble(known)
+    plan.reusable = (not eager and all(f is not None for _, f in plan.steps)
+                     and hk.mixed_precision.current_policy() is None
+                     and plan._keys_are_sequential(rng_key))
+    return plan
+
+  def _trace(self, fn, rng_key, arrays, merge, eager_forward):
+    """Traces `init` abstractly, computing the initializers' values.
+
+    Returns the values computed, or None if an initializer got a traced key
+    and `eager_forward` is off.
+    """
+    known: Dict[_Key, jax.Array] = {}
+    traced_key = []
+    pending = []  # (leaf, fast_value, key data)
+
+    def make(role):
+      def creator(next_creator, shape, dtype, init_fn, context):
+        key = (role, context.module_name, context.name)
+        fast = fast_value(init_fn, shape, dtype)
+
+        def concrete(shape, dtype):
+          value = None
+          with jax.ensure_compile_time_eval():
+            try:
+              if fast is not None and not eager_forward:
+                # Drawn now, in Haiku's order; computed after the trace,
+                # outside it (a program run inside a trace compiles again).
+                key_data = draw_key() if fast.uses_rng else None
+                pending.append((key, fast, key_data))
+                if fast.uses_rng:
+                  self.keys.append(key_data)
+              else:
+                value = fast() if fast is not None else init_fn(shape,
+                                                                 dtype)
+            except _NotConcrete:
+              traced_key.append(key)
+              value = init_fn(shape, dtype)
+          self.steps.append((key, fast))
+          if value is None:
+            return jnp.zeros(shape, dtype)  # Traced: a placeholder.
+          if not isinstance(value, jax.core.Tracer):
+            known[key] = value
+          return value
+        return next_creator(shape, dtype, concrete)
+      return creator
+
+    def record(next_f, args, kwargs, context):
+      cls = type(context.module)
+      self.policies.setdefault(cls, hk.mixed_precision.get_policy(cls))
+      return next_f(*args, **kwargs)
+
+    def run(arr):
+      args, kwargs = merge(arr)
+      with hk.intercept_methods(record):
+        return traced.init(rng_key, *args, **kwargs)
+
+    traced = hk.transform_with_state(_with_creators(fn, make))
+    if eager_forward:
+      with jax.ensure_compile_time_eval():
+        self.shapes = jax.eval_shape(run, arrays)
+    else:
+      self.shapes = jax.eval_shape(run, arrays)
+    if traced_key and not eager_forward:
+      return None
+    for key, fast, key_data in pending:
+      known[key] = fast(key_data)
+    return known
+
+  def _keys_are_sequential(self, rng_key) -> bool:
+    """The random initializers drew consecutive keys of the sequence (the
+    forward pass drew none between them): `replay` reproduces them."""
+    try:
+      seq = hk.PRNGSequence(rng_key)
+      return all(np.array_equal(_key_data(next(seq)), used)
+                 for used in self.keys)
+    except (TypeError, ValueError):  # A key Haiku's sequence rejects.
+      return False
+
+  def still_valid(self) -> bool:
+    return hk.mixed_precision.current_policy() is None and all(
+        hk.mixed_precision.get_policy(cls) == policy
+        for cls, policy in self.policies.items())
+
+  def replay(self, rng_key, arrays):
+    """`init`'s arrays for another key, without tracing."""
+    seq = hk.PRNGSequence(rng_key)
+    known = {key: fast(_key_data(next(seq)) if fast.uses_rng else None)
+             for key, fast in self.steps}
+    if self.missing:
+      known.update(zip(self.missing, self.forward(known, arrays, rng_key)))
+    return self._assemble(known)
+
+  def _assemble(self, known):
+    return tuple({bundle: {name: known[(role, bundle, name)]
+                           for name in leaves}
+                  for bundle, leaves in tree.items()}
+                 for role, tree in enumerate(self.shapes))
+
+
+def _compile_forward(fn: Callable[..., Any], arrays: List[Any],
+                     merge: Callable[[List[Any]], Any],
+                     known: Dict[_Key, jax.Array], missing: List[_Key],
+                     rng_key: jax.Array) -> Any:
+  """`(known, arrays, rng_key) -> missing leaves`: one compiled forward pass
+  of `init`, the known leaves given."""
   given: Dict[_Key, Any] = {}
 
   def make(role):
@@ -380,13 +513,12 @@ def _forward_values(fn: Callable[..., Any], rng_key: jax.Array,
 
   traced = hk.transform_with_state(_with_creators(fn, make))
 
-  def forward(known_values, arr):
+  def forward(known_values, arr, key):
     given.clear()
     given.update(known_values)
     args, kwargs = merge(arr)
-    out = traced.init(rng_key, *args, **kwargs)
+    out = traced.init(key, *args, **kwargs)
     return [out[role][bundle][name] for role, bundle, name in missing]
 
-  compiled = jax.jit(forward).lower(known, arrays).compile(
+  return jax.jit(forward).lower(known, arrays, rng_key).compile(
       compiler_options=_FORWARD_COMPILER_OPTIONS)
-  return compiled(known, arrays)
