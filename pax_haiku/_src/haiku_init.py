@@ -23,8 +23,14 @@ pass compiles each of its ops again. `init` below gives the same arrays:
    the already known leaves as arguments, compiled with LLVM optimizations
    off (the program runs once).
 
-Compiled programs are JAX's own jit caches (bounded by JAX) and, with
-`pax.enable_compilation_cache()`, JAX's persistent cache across processes.
+4. Layers (`HaikuModuleCall`s, which compare by value) keep what the trace
+   found, per input signature, in a bounded LRU (`PLAN_CACHE_SIZE`): a
+   model of 48 identical layers traces one and replays the rest with
+   `hk.PRNGSequence` keys.
+
+Compiled programs live in JAX's own jit caches and, with
+`pax.enable_compilation_cache()`, in JAX's persistent cache across
+processes.
 """
 
 import collections
@@ -37,10 +43,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Chunk sizes of the random programs: a weight is drawn in large chunks, its
-# remainder in small ones (the last small chunk is partly wasted work).
-_SMALL_CHUNK = 1 << 10
-_LARGE_CHUNK = 1 << 16
+# Elements per run of a random program: one program per distribution, for
+# every shape (a weight's last chunk is partly wasted work, well under a
+# millisecond; a second, smaller program would cost a compile).
+_CHUNK = 1 << 15
 # The forward pass for data-dependent leaves runs once: compile it fast.
 _FORWARD_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
                              "xla_llvm_disable_expensive_passes": True}
@@ -119,11 +125,7 @@ def _chunk(key_data: jax.Array, offset: jax.Array, a: jax.Array,
 def _random(key_data: jax.Array, shape: Tuple[int, ...], kind: str,
             a: Any, b: Any, lower: float, upper: float) -> jax.Array:
   n = math.prod(shape)
-  # Large chunks while a whole one fits, then small ones: at most one small
-  # chunk of wasted work.
-  large = n // _LARGE_CHUNK * _LARGE_CHUNK
-  offsets = [(o, _LARGE_CHUNK) for o in range(0, large, _LARGE_CHUNK)]
-  offsets += [(o, _SMALL_CHUNK) for o in range(large, n, _SMALL_CHUNK)]
+  offsets = [(o, _CHUNK) for o in range(0, n, _CHUNK)]
   # Bounds are runtime arguments, as in `jax.random.truncated_normal`
   # (constants would be folded by XLA, possibly to other bits).
   a, b, lower, upper = (np.float32(v) for v in (a, b, lower, upper))
