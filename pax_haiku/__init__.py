@@ -10,6 +10,8 @@ from pax_haiku import experimental
 from pax_haiku import nets
 from pax_haiku import sharding
 from pax_haiku import utils
+from pax_haiku._src.compilation_cache import disable_compilation_cache
+from pax_haiku._src.compilation_cache import enable_compilation_cache
 from pax_haiku._src.context import next_rng_key
 from pax_haiku._src.donate import jit_update
 from pax_haiku._src.context import seed_rng_key
@@ -90,11 +92,13 @@ __all__ = (
     "Conv2D",
     "Conv2DTranspose",
     "default_policies",
+    "disable_compilation_cache",
     "dropout",
     "Dropout",
     "EMA",
     "Embed",
     "EmptyNode",
+    "enable_compilation_cache",
     "enable_eval_mode",
     "enable_train_mode",
     "experimental",

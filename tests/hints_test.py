@@ -32,6 +32,7 @@ from tools import cli
 from tools.bench import scaling
 from tools.trainer import checkpoint
 from tools.trainer import checkpoint_legacy
+from tools.trainer import compile_cache
 from tools.trainer import config_schema
 from tools.trainer import data as data_lib
 from tools.trainer import metrics
@@ -50,6 +51,8 @@ SMOKE = os.path.join(ROOT, "configs", "smoke.py")
 
 # (file, a piece of the hint statement's source) -> the test that runs it.
 HINTS = {
+    ("tools/trainer/compile_cache.py", "must be True or False"):
+        "test_compile_cache_hint",
     ("tools/trainer/lifecycle.py", "Fix: lower `learning_rate` (now"):
         "test_non_finite_loss",
     ("tools/trainer/lifecycle.py", "Process 0 could not lock the workdir"):
@@ -473,6 +476,18 @@ class HintsTest(absltest.TestCase):
     config.num_steps = 20
     self.assertEqual(train_lib.train_and_evaluate(config, workdir)["step"],
                      20)
+
+  def test_compile_cache_hint(self):
+    config = smoke.get_config()
+    config.compilation_cache = "yes"
+    with self.assertRaisesRegex(
+        ValueError, r"Fix: `--config\.compilation_cache=False`") as raised:
+      compile_cache.setup(config)
+    key, value = re.search(r"`--config\.(\w+)=(\w+)`",
+                           str(raised.exception)).groups()
+    config[key] = value == "True"
+    config_schema.validate(config)
+    self.assertIsNone(compile_cache.setup(config))
 
   def test_array_batcher_hint(self):
     images, labels = np.zeros((64, 8, 8, 1)), np.arange(64) % 10

@@ -46,6 +46,7 @@ from ml_collections import config_flags
 
 import pax_haiku as pax
 from tools import cli
+from tools.trainer import compile_cache
 from tools.trainer import config_schema
 from tools.trainer import train_lib
 
@@ -240,6 +241,7 @@ def main(argv):
         config_flags.get_config_filename(flags.FLAGS["config"])))[0]
   try:
     config_schema.validate(config)
+    compile_cache.setup(config)
     pax.sharding.initialize_distributed(_COORDINATOR.value,
                                         _NUM_PROCESSES.value, _PROCESS_ID.value)
     result = train_lib.train_and_evaluate(

@@ -6,6 +6,7 @@ whose `__call__` runs `apply`. The pax -> Haiku direction (`to_haiku`,
 `haiku_call`) is in `to_haiku.py`.
 """
 
+import collections
 import dataclasses
 import functools
 import inspect
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 
 from pax_haiku._src import context
 from pax_haiku._src import haiku_compat
+from pax_haiku._src import haiku_init
 from pax_haiku._src import haiku_naming
 from pax_haiku._src import module as module_lib
 
@@ -25,6 +27,10 @@ RNG_NAME = "rng_key"
 # Bounded: the cache holds its functions (and what they close over), and a
 # program may build modules from any number of distinct functions.
 TRANSFORMED_CACHE_SIZE = 256
+
+
+# `_needs_rng` of a layer signature (`haiku_init.signature`), LRU-bounded.
+_NEEDS_RNG: "collections.OrderedDict[Any, bool]" = collections.OrderedDict()
 
 
 @functools.lru_cache(maxsize=TRANSFORMED_CACHE_SIZE)
@@ -197,8 +203,20 @@ class HaikuModule(module_lib.Module):
     if pass_training and "is_training" not in kwargs:
       kwargs = dict(kwargs, is_training=self.training)
     transformed = _transformed(fn)
-    params, state = transformed.init(rng_key, *args, **kwargs)
-    needs_rng = _needs_rng(transformed, params, state, args, kwargs)
+    # `transformed.init`'s arrays, without compiling a program per shape;
+    # layers (value-compared functions) of one signature trace once.
+    reusable = isinstance(fn, HaikuModuleCall)
+    params, state = haiku_init.init(fn, rng_key, args, kwargs,
+                                    reusable=reusable)
+    signature = (haiku_init.signature(fn, rng_key, args, kwargs)
+                 if reusable else None)
+    needs_rng = _NEEDS_RNG.get(signature) if signature is not None else None
+    if needs_rng is None:
+      needs_rng = _needs_rng(transformed, params, state, args, kwargs)
+      if signature is not None:
+        _NEEDS_RNG[signature] = needs_rng
+        while len(_NEEDS_RNG) > TRANSFORMED_CACHE_SIZE:
+          _NEEDS_RNG.popitem(last=False)
     leaves = []
     for role, tree in ((haiku_naming.PARAMS, params),
                        (haiku_naming.STATE, state)):

@@ -27,7 +27,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 PARAM_SHARDINGS = ("replicated", "sharded")
 # Keys that choose where the computation runs, not what it computes: a
 # checkpoint resumes under other values without a "different config" warning.
-LAYOUT_KEYS = ("num_devices", "param_sharding")
+LAYOUT_KEYS = ("num_devices", "param_sharding", "compilation_cache")
 # Keys that change nothing computed at all (not part of the config hash).
 _UNHASHED_KEYS = LAYOUT_KEYS + ("name",)
 
@@ -75,6 +75,8 @@ KEYS: Tuple[Key, ...] = (
     Key("eval_batches", 8, "chars only: held-out windows = eval_batches * "
         "batch_size"),
     Key("plot", True, "write <workdir>/curves.png at the end"),
+    Key("compilation_cache", True, "keep compiled programs in JAX's "
+        "persistent cache (tools/trainer/compile_cache.py) for fast restarts"),
     Key("divergence_factor", 10.0, "stop when a chunk's loss exceeds this "
         "x the running median of recent ones (0 = only stop on NaN/Inf)"),
     Key("divergence_window", 20, "chunks the divergence median covers"),

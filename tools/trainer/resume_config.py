@@ -37,7 +37,7 @@ CONFIG_FILE = "config.json"
 FREE_KEYS = frozenset({
     "name", "num_steps", "eval_every", "checkpoint_every", "keep_checkpoints",
     "log_every", "eval_batches", "plot", "num_devices", "param_sharding",
-    "steps_per_call", "scan_unroll", "divergence_factor",
+    "steps_per_call", "scan_unroll", "compilation_cache", "divergence_factor",
     "divergence_window", "divergence_warmup"})
 
 

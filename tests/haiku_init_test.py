@@ -1,0 +1,155 @@
+"""pax's fast Haiku `init` gives Haiku's own arrays (haiku_init.py)."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import pax_haiku as pax
+from pax_haiku._src import haiku_init
+
+I = hk.initializers
+KEY = jax.random.PRNGKey(42)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _conv(w_init, b_init=None):
+  return lambda x: hk.Conv2D(9, 3, w_init=w_init, b_init=b_init)(x)
+
+
+CASES = {
+    # name: (Haiku function, sample inputs)
+    "linear_default": (lambda x: hk.Linear(7)(x), (jnp.ones((2, 5)),)),
+    # 700 * 300 > one chunk and not a multiple of it.
+    "linear_many_chunks": (lambda x: hk.Linear(300)(x), (jnp.ones((1, 700)),)),
+    "truncated_normal": (_conv(I.TruncatedNormal(0.3, 0.1),
+                               I.RandomNormal(0.5, -1.0)),
+                         (jnp.ones((1, 5, 5, 4)),)),
+    "truncated_bounds": (_conv(I.TruncatedNormal(1.0, lower=-1.0, upper=3.0)),
+                         (jnp.ones((1, 5, 5, 4)),)),
+    "uniform": (_conv(I.RandomUniform(-0.2, 0.7), I.Constant(0.25)),
+                (jnp.ones((1, 5, 5, 4)),)),
+    "variance_scaling": (_conv(I.VarianceScaling(2.0)),
+                         (jnp.ones((1, 5, 5, 4)),)),
+    "variance_scaling_uniform": (
+        _conv(I.VarianceScaling(1.0, "fan_avg", "uniform")),
+        (jnp.ones((1, 5, 5, 4)),)),
+    "variance_scaling_normal": (
+        _conv(I.VarianceScaling(1.0, "fan_out", "normal")),
+        (jnp.ones((1, 5, 5, 4)),)),
+    "orthogonal": (_conv(I.Orthogonal()), (jnp.ones((1, 5, 5, 4)),)),
+    "batch_norm": (lambda x: hk.BatchNorm(True, True, 0.9)(
+        x, is_training=True), (jnp.arange(12.).reshape(3, 4),)),
+    "lstm": (lambda x: hk.LSTM(6)(x, hk.LSTM(6).initial_state(2)),
+             (jnp.ones((2, 5)),)),
+    "embed": (lambda t: hk.Embed(10, 4)(t), (jnp.zeros((3,), jnp.int32),)),
+    "layer_norm": (lambda x: hk.LayerNorm(-1, True, True)(x),
+                   (jnp.ones((2, 5)),)),
+    "attention": (lambda x: hk.MultiHeadAttention(2, 4, w_init_scale=1.0)(
+        x, x, x), (jnp.ones((1, 3, 8)),)),
+    "ema_set_state_only": (lambda x: hk.ExponentialMovingAverage(0.9)(x),
+                           (jnp.arange(4.),)),
+    "input_dependent_param": (
+        lambda x: x * hk.get_parameter("p", x.shape, init=lambda s, d: x * 2),
+        (jnp.arange(4.),)),
+}
+
+
+def _haiku_init(name, key=KEY):
+  fn, args = CASES[name]
+  return hk.transform_with_state(fn).init(key, *args)
+
+
+def _fast_init(name, key=KEY):
+  fn, args = CASES[name]
+  return haiku_init.init(fn, key, args, {})
+
+
+class InitTest(parameterized.TestCase):
+
+  @parameterized.named_parameters((n, n) for n in CASES)
+  def test_bit_identical_to_haiku_eager_init(self, name):
+    chex.assert_trees_all_equal_structs(_fast_init(name), _haiku_init(name))
+    chex.assert_trees_all_equal(_fast_init(name), _haiku_init(name))
+
+  def test_typed_key(self):
+    key = jax.random.key(3)
+    chex.assert_trees_all_equal(_fast_init("linear_default", key),
+                                _haiku_init("linear_default", key))
+
+  def test_rng_used_in_the_forward_pass(self):
+    # The forward pass draws a key before the MLP's initializers run: the
+    # key splits are run eagerly too, so their keys are Haiku's.
+    def f(x):
+      return hk.dropout(hk.next_rng_key(), 0.5, hk.nets.MLP([4, 3])(x))
+    x = jnp.ones((2, 5))
+    got = haiku_init.init(f, KEY, (x,), {})
+    chex.assert_trees_all_equal_structs(
+        got, hk.transform_with_state(f).init(KEY, x))
+    chex.assert_trees_all_equal(got, hk.transform_with_state(f).init(KEY, x))
+
+  def test_traced_inputs_use_haiku_init(self):
+    fn, args = CASES["linear_default"]
+    got = jax.jit(lambda k, x: haiku_init.init(fn, k, (x,), {}))(KEY, *args)
+    chex.assert_trees_all_close(got, _haiku_init("linear_default"), rtol=1e-6)
+
+  def test_one_random_program_for_every_shape(self):
+    # Weights from 1 to 2**17 elements: XLA compiles one random program
+    # per distribution, not one per shape.
+    def build(n):
+      return haiku_init.init(lambda x: hk.Linear(n)(x), KEY,
+                             (jnp.ones((1, 1)),), {})
+
+    build(3)
+    compiles = []
+
+    def listener(event, seconds, **kwargs):
+      del seconds, kwargs
+      if event == "/jax/core/compile/backend_compile_duration":
+        compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+      built = {n: build(n) for n in (1, 7, 1000, 1025, 4096, 140_000)}
+    finally:
+      jax.monitoring.unregister_event_duration_listener(listener)
+    self.assertEqual(compiles, [])
+    for n, got in built.items():
+      want = hk.transform_with_state(lambda x, n=n: hk.Linear(n)(x)).init(
+          KEY, jnp.ones((1, 1)))
+      chex.assert_trees_all_equal(got, want)
+
+  def test_pax_layer_equals_haiku(self):
+    layer = pax.Conv2D(4, 8, 3, rng_key=KEY)
+    want = hk.transform(lambda x: hk.Conv2D(8, 3)(x)).init(
+        KEY, jnp.zeros((1, 3, 3, 4)))
+    chex.assert_trees_all_equal(layer.params, want)
+    # (nets_test checks ResNets, whose BatchNorm state comes from the
+    # jitted forward pass.)
+
+  def test_same_arrays_in_another_process(self):
+    code = ("import hashlib, jax, numpy as np, pax_haiku as pax;"
+            "m = pax.nets.MLP(5, [300, 7], rng_key=jax.random.PRNGKey(1));"
+            "print(hashlib.sha256(b''.join(np.asarray(l).tobytes() for l in "
+            "jax.tree_util.tree_leaves(m.params))).hexdigest())")
+    env = dict(os.environ, PYTHONPATH=_ROOT + os.pathsep +
+               os.environ.get("PYTHONPATH", ""))
+    other = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    m = pax.nets.MLP(5, [300, 7], rng_key=jax.random.PRNGKey(1))
+    here = hashlib.sha256(b"".join(
+        np.asarray(l).tobytes()
+        for l in jax.tree_util.tree_leaves(m.params))).hexdigest()
+    self.assertEqual(other, here)
+
+
+if __name__ == "__main__":
+  absltest.main()
