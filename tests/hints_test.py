@@ -25,6 +25,7 @@ from absl.testing import absltest
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 import pax_haiku as pax
@@ -478,13 +479,15 @@ class HintsTest(absltest.TestCase):
                      20)
 
   def test_compile_cache_hint(self):
-    config = smoke.get_config()
-    config.compilation_cache = "yes"
+    config = smoke.get_config().to_dict()
+    config["compilation_cache"] = "yes"  # A config file's bad value.
+    config = ml_collections.ConfigDict(config)
     with self.assertRaisesRegex(
         ValueError, r"Fix: `--config\.compilation_cache=False`") as raised:
       compile_cache.setup(config)
     key, value = re.search(r"`--config\.(\w+)=(\w+)`",
                            str(raised.exception)).groups()
+    config = smoke.get_config()  # The file, fixed as the hint says.
     config[key] = value == "True"
     config_schema.validate(config)
     self.assertIsNone(compile_cache.setup(config))
