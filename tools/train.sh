@@ -21,7 +21,8 @@ config=configs/digits_mlp.py
 for a in "${args[@]}"; do
   if [[ "${a}" == --config=* ]]; then config="${a#--config=}"; fi
 done
-[[ " ${args[*]} " == *" --config="* ]] || args+=(--config="${config}")
+# First: absl reads `--config.key=value` overrides only after `--config`.
+[[ " ${args[*]} " == *" --config="* ]] || args=(--config="${config}" "${args[@]}")
 name="$(basename "${config}" .py)"
 [[ " ${args[*]} " == *" --workdir="* ]] || args+=(--workdir="${WORKDIR:-${PAX_HAIKU_RUNS:-/tmp/pax_haiku_runs}/${name}}")
 exec "${PYTHON}" tools/train.py "${args[@]}"
