@@ -80,12 +80,19 @@ class BinaryCacheTest(absltest.TestCase):
     config.compilation_cache = False  # The suggested fix.
     self.assertIsNone(compile_cache.setup(config))
 
-  def test_unusable_directory_names_the_config_fix(self):
+  def test_unusable_directory_warns_and_trains_without_cache(self):
     blocker = self.create_tempfile("not_a_dir").full_path
     with mock.patch.dict(os.environ, {"PAX_HAIKU_CACHE_DIR": blocker}):
-      with self.assertRaisesRegex(ValueError,
-                                  "--config.compilation_cache=False"):
-        compile_cache.setup(config_schema.base_config())
+      with self.assertLogs(level="WARNING") as logs:
+        self.assertIsNone(compile_cache.setup(config_schema.base_config()))
+    self.assertRegex(logs.output[0], r"Cannot use .*not_a_dir[\s\S]*goes on "
+                     r"without the persistent compilation cache")
+    self.assertIsNone(jax.config.jax_compilation_cache_dir)
+
+  def test_a_directory_given_to_jax_is_kept(self):
+    path = self.create_tempdir().full_path
+    jax.config.update("jax_compilation_cache_dir", path)
+    self.assertEqual(compile_cache.setup(config_schema.base_config()), path)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,15 @@ A rerun or a resumed run of `tools/train.py` loads the compiled training
 step, evaluation step and parameter initializers from disk instead of
 compiling them again. The cache lives in the user's cache directory
 (`$PAX_HAIKU_CACHE_DIR`, else `$XDG_CACHE_HOME/pax_haiku/jax`, else
-`~/.cache/pax_haiku/jax`); `--config.compilation_cache=False` turns it off.
+`~/.cache/pax_haiku/jax`; a directory set for JAX with
+`JAX_COMPILATION_CACHE_DIR` is used as is); `--config.compilation_cache=False`
+turns it off.
 """
 
 from typing import Any, Optional
+
+from absl import logging
+import jax
 
 import pax_haiku as pax
 
@@ -24,8 +29,8 @@ def setup(config: Any) -> Optional[str]:
     The cache directory, or None if the cache is off.
 
   Raises:
-    ValueError: `compilation_cache` is not a bool, or the directory cannot be
-      used.
+    ValueError: `compilation_cache` is not a bool. A cache directory that
+      cannot be used is a warning, and the run goes on without the cache.
   """
   enabled = config.get(KEY, True)
   if not isinstance(enabled, bool):
@@ -36,7 +41,13 @@ def setup(config: Any) -> Optional[str]:
   if not enabled:
     return None
   try:
-    return pax.enable_compilation_cache()
+    # A directory the user gave JAX already (JAX_COMPILATION_CACHE_DIR) wins.
+    return pax.enable_compilation_cache(
+        jax.config.jax_compilation_cache_dir or None)
   except ValueError as e:
-    raise ValueError(
-        f"{e}\nOr run without the cache: `--config.{KEY}=False`.") from e
+    # A cache only saves time: an unusable one (a read-only home in a
+    # sandbox, say) must not stop the run.
+    logging.warning("%s\nTraining goes on without the persistent "
+                    "compilation cache (`--config.%s=False` skips it).",
+                    e, KEY)
+    return None
