@@ -94,14 +94,15 @@ class BinaryLifecycleTest(absltest.TestCase):
       time.sleep(0.02)
     self.fail(f"pid {pid} never took the lock of {workdir}")
 
-  def assert_same_run(self, workdir):
-    ref_step, ref = final_state(self.reference)
+  def assert_same_run(self, workdir, reference=None):
+    reference = reference or self.reference
+    ref_step, ref = final_state(reference)
     step, got = final_state(workdir)
     self.assertEqual(step, ref_step)
     self.assertEqual(sorted(got), sorted(ref))
     for name in ref:
       np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
-    self.assertEqual(metric_rows(workdir), metric_rows(self.reference))
+    self.assertEqual(metric_rows(workdir), metric_rows(reference))
 
   def test_second_run_on_a_workdir_exits_2_naming_the_holder(self):
     workdir = os.path.join(self.tmp, "two_runs")
@@ -122,35 +123,55 @@ class BinaryLifecycleTest(absltest.TestCase):
     self.assert_same_run(workdir)
 
   def test_sigterm_at_seeded_moments_resumes_bit_identical(self):
+    # Long enough that a signal sent once training runs lands in the loop.
+    longer = ["--config.num_steps=600", "--config.checkpoint_every=100",
+              "--config.eval_every=300"]
+    reference = os.path.join(self.tmp, "sigterm_reference")
+    proc = self.train(reference, *longer)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     rng = random.Random(SEED)
-    workdir = os.path.join(self.tmp, "sigterm")
-    preempted = 0
-    for _ in range(NUM_SIGTERMS):
-      proc = self.start(workdir)
+    workdir = tempfile.mkdtemp(dir=self.tmp)
+    preempted = attempts = 0
+    while preempted < NUM_SIGTERMS:
+      attempts += 1
+      self.assertLess(attempts, 3 * NUM_SIGTERMS, "runs keep ending first")
+      resumed = checkpoint.latest_step(
+          os.path.join(workdir, "checkpoints")) or 0
+      proc = self.start(workdir, *longer)
       self.wait_for_lock(workdir, proc.pid)
-      time.sleep(rng.uniform(0.0, 4.0))
+      self.wait_for_training(workdir, resumed, proc)
+      time.sleep(rng.uniform(0.0, 0.3))
       proc.send_signal(signal.SIGTERM)
       out, err = proc.communicate(timeout=600)
       done = checkpoint.latest_step(os.path.join(workdir, "checkpoints"))
       # A signal after the run ended (printing its results) kills it as
       # usual; its work is complete.
       if proc.returncode == 0 or (proc.returncode == -signal.SIGTERM and
-                                  done == smoke.get_config().num_steps):
-        # Finished before the signal: check it, go on in a new workdir.
-        self.assert_same_run(workdir)
+                                  done == 600):
+        self.assert_same_run(workdir, reference)
         workdir = tempfile.mkdtemp(dir=self.tmp)
         continue
       self.assertEqual(proc.returncode, lifecycle.PREEMPTED_EXIT_CODE,
                        err[-3000:])
       step = int(re.search(r"preempted at step (\d+) \(SIGTERM\)",
                            err).group(1))
-      self.assertEqual(checkpoint.latest_step(
-          os.path.join(workdir, "checkpoints")), step)
+      self.assertEqual(done, step)
       preempted += 1
-    self.assertGreaterEqual(preempted, NUM_SIGTERMS // 2)
-    proc = self.train(workdir)
+    proc = self.train(workdir, *longer)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assert_same_run(workdir)
+    self.assert_same_run(workdir, reference)
+
+  def wait_for_training(self, workdir, resumed, proc, timeout=300):
+    """Until metrics.jsonl has a record after step `resumed`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+      try:
+        if any(r["step"] > resumed
+               for r in metrics_lib.read_metrics(workdir)):
+          return
+      except (OSError, ValueError):
+        pass
+      time.sleep(0.01)
 
   def test_diverging_config_stops_and_its_fix_trains(self):
     workdir = os.path.join(self.tmp, "diverging")
