@@ -100,14 +100,8 @@ class LazyField:
     if obj is None:
       raise AttributeError(
           f"type object '{owner.__name__}' has no attribute '{self.name}'")
-    d = real_dict(obj)
-    if not d:
-      try:
-        fill(d, get_flat(obj))
-      except AttributeError:
-        pass  # Not constructed yet.
     try:
-      return d[self.name]
+      return fields(obj)[self.name]
     except KeyError:
       raise AttributeError(
           f"'{type(obj).__name__}' object has no attribute "
