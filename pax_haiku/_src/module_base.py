@@ -6,16 +6,13 @@ exactly its own class. A module's constructor runs with mutation allowed
 and fixes its layout at the end; afterwards only `pax.pure` may change it.
 """
 
-import dataclasses
 import functools
 import operator
 import threading
 import types
-import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import jax
-import numpy as np
 
 from pax_haiku._src import context
 from pax_haiku._src import deleted_arrays

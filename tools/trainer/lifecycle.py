@@ -97,7 +97,7 @@ class RunGuard:
     self._on_exit: List[Callable[[], None]] = []
     self._diffs: List[resume_config.Difference] = []
     self._stop = preemption.StopRequests()
-    # (train loss, step) of the checkpoints this guard knows of.
+    # Step -> training loss of the checkpoints this guard knows of.
     self._losses: Dict[int, float] = {}
 
   # -- start and end ---------------------------------------------------------
