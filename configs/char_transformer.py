@@ -23,4 +23,5 @@ def get_config():
   config.eval_every = 500
   config.checkpoint_every = 500
   config.log_every = 100
+  config.eval_batches = 8
   return config

@@ -38,6 +38,7 @@ from tools.trainer import config_schema
 from tools.trainer import models
 from tools.trainer import resume_config
 from tools.trainer import storage_checks
+from tools.trainer import tasks
 from tools.trainer import train_lib
 from tools.trainer import workdir_lock
 
@@ -268,7 +269,7 @@ def _restore_with_other_dtype(tmp):
 
 
 def _nonfinite_loss_fn_for(value):
-  original = models.loss_fn_for
+  original = tasks.loss_fn_for
 
   def loss_fn_for(config):
     loss_fn = original(config)
@@ -285,13 +286,13 @@ def _nonfinite_loss_fn_for(value):
 
 def _train_with_nonfinite_loss(value):
   def run(tmp):
-    original = train_lib.models.loss_fn_for
-    train_lib.models.loss_fn_for = _nonfinite_loss_fn_for(value)
+    original = train_lib.tasks.loss_fn_for
+    train_lib.tasks.loss_fn_for = _nonfinite_loss_fn_for(value)
     try:
       train_lib.train_and_evaluate(
           _smoke(num_steps=10, eval_every=10, checkpoint_every=10), tmp)
     finally:
-      train_lib.models.loss_fn_for = original
+      train_lib.tasks.loss_fn_for = original
   return run
 
 
@@ -874,6 +875,43 @@ BINARY_CASES = (
                r"got 'resnet'",
                r"`model` must be one of \['cnn', 'lstm', 'mlp', "
                r"'transformer'\]"),
+    BinaryCase("flag_model_module_not_found", "tools/train.py",
+               "`--config.model=no_such_pkg.models:build`",
+               ["--config.model=no_such_pkg.models:build",
+                "--workdir={workdir}"],
+               r"cannot import module 'no_such_pkg\.models'",
+               r"Fix: run from the directory that holds `no_such_pkg`"),
+    BinaryCase("flag_model_factory_misspelt", "tools/train.py",
+               "`--config.model=tools.trainer.models:mpl`",
+               ["--config.model=tools.trainer.models:mpl",
+                "--workdir={workdir}"],
+               r"module 'tools\.trainer\.models' has no attribute 'mpl'",
+               r"Fix: `--config\.model=tools\.trainer\.models:mlp`"),
+    BinaryCase("flag_model_factory_wrong_type", "tools/train.py",
+               "a model factory that returns data",
+               ["--config.model=tools.trainer.datasets:digits",
+                "--workdir={workdir}"],
+               r"the factory returned tuple, not a pax\.Module instance",
+               r"config\.model='tools\.trainer\.datasets:digits'"),
+    BinaryCase("flag_dataset_factory_wrong_type", "tools/train.py",
+               "a dataset factory that returns a model",
+               ["--config.dataset=tools.trainer.models:mlp",
+                "--workdir={workdir}"],
+               r"the factory returned Sequential, not a pair \(train, test\)",
+               r"Fix: end the factory with `return train, test`"),
+    BinaryCase("flag_examples_wrong_shape", "tools/train.py",
+               "a model for other examples (the digits MLP on text)",
+               ["--config.model=tools.trainer.models:mlp",
+                "--config.dataset=chars", "--config.task=language_model",
+                "--config.max_bytes=5000", "--workdir={workdir}"],
+               r"fails on a batch of 2 training examples of "
+               r"config\.dataset='chars'",
+               r"inputs \(2, 128\) int32"),
+    BinaryCase("flag_task_mismatch", "tools/train.py",
+               "`--config.task=language_model` on the digits",
+               ["--config.task=language_model", "--workdir={workdir}"],
+               r"dataset 'digits' is a classification dataset",
+               r"set --config\.task=classification"),
     BinaryCase("flag_unknown_optimizer", "tools/train.py",
                "`--config.optimizer=rmsprop`",
                ["--config.optimizer=rmsprop", "--workdir={workdir}"],

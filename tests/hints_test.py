@@ -12,12 +12,14 @@ import ast
 import doctest
 import errno
 import glob
+import importlib
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from unittest import mock
 
 from absl import flags
@@ -35,12 +37,13 @@ from tools.trainer import checkpoint
 from tools.trainer import checkpoint_legacy
 from tools.trainer import compile_cache
 from tools.trainer import config_schema
-from tools.trainer import data as data_lib
 from tools.trainer import metrics
 from tools.trainer import divergence
 from tools.trainer import lifecycle
 from tools.trainer import resume_config
+from tools.trainer import registry
 from tools.trainer import storage_checks
+from tools.trainer import tasks
 from tools.trainer import train_lib
 from tools.trainer import workdir_lock
 from configs import smoke
@@ -106,8 +109,22 @@ HINTS = {
         "test_checkpoint_conversion_hints",
     ("tools/convert_checkpoint.py", "has shape "):
         "test_checkpoint_conversion_hints",
-    ("tools/trainer/data.py", "e.g. ArrayBatcher((images, \""):
-        "test_array_batcher_hint",
+    ("tools/trainer/registry.py", "is not {_usage(kind)}"):
+        "test_factory_hints",
+    ("tools/trainer/registry.py", "{what} {attr!r} (its functions"):
+        "test_factory_hints",
+    ("tools/trainer/registry.py", "cannot import module {module_name!r}"):
+        "test_factory_import_hint",
+    ("tools/trainer/registry.py", "importing module {module_name!r} failed"):
+        "test_factory_hints",
+    ("tools/trainer/models.py", "`return pax.Sequential(*layers)`"):
+        "test_factory_hints",
+    ("tools/trainer/train_lib.py", "not a pair (train, test) of sources"):
+        "test_factory_hints",
+    ("tools/trainer/tasks.py", "an example must be a pair (inputs, label)"):
+        "test_factory_hints",
+    ("tools/trainer/tasks.py", "not a \"\n          \"random-access source"):
+        "test_factory_hints",
     ("tools/trainer/metrics.py", "reduce it first (e.g. x.mean())"):
         "test_metric_hints",
     ("tools/trainer/metrics.py", "is reserved; use e.g. "):
@@ -249,7 +266,7 @@ class HintsTest(absltest.TestCase):
     config = smoke.get_config()
     config.num_steps = 20
     train_lib.train_and_evaluate(config, workdir)  # Checkpoint at step 20.
-    original = train_lib.models.loss_fn_for
+    original = train_lib.tasks.loss_fn_for
 
     def diverging_above_lr_1(config):
       """The loss turns NaN with a learning rate > 1 (a stand-in for a
@@ -267,7 +284,7 @@ class HintsTest(absltest.TestCase):
 
     config = smoke.get_config()
     config.num_steps, config.learning_rate = 40, 10.0
-    with mock.patch.object(train_lib.models, "loss_fn_for",
+    with mock.patch.object(train_lib.tasks, "loss_fn_for",
                            diverging_above_lr_1):
       with self.assertRaises(train_lib.NonFiniteLossError) as raised:
         train_lib.train_and_evaluate(config, workdir, allow_config_change=True)
@@ -433,7 +450,8 @@ class HintsTest(absltest.TestCase):
     model = train_lib.models.build_model(config)
     optimizer = pax.from_optax(train_lib.models.make_optimizer(config))(
         model.parameters())
-    data_state = train_lib._Task(config).train.state()  # pylint: disable=protected-access
+    # The previous release's batcher position after 10 steps.
+    data_state = {"epoch": 0, "index": 10, "seed": 0, "batch_size": 32}
     checkpoint_legacy.write(ckpt_dir, 10, (model, optimizer),
                             {"data": data_state})
     with self.assertRaises(ValueError) as raised:
@@ -492,15 +510,143 @@ class HintsTest(absltest.TestCase):
     config_schema.validate(config)
     self.assertIsNone(compile_cache.setup(config))
 
-  def test_array_batcher_hint(self):
-    images, labels = np.zeros((64, 8, 8, 1)), np.arange(64) % 10
-    with self.assertRaisesRegex(
-        TypeError, r"e\.g\. ArrayBatcher\(\(images, labels\), "
-        r"batch_size=32\)"):
-      data_lib.ArrayBatcher(images, batch_size=32)
-    batcher = data_lib.ArrayBatcher((images, labels), batch_size=32)
-    x, y = batcher.next_chunk(2)
-    self.assertEqual((x.shape, y.shape), ((2, 32, 8, 8, 1), (2, 32)))
+  def _module(self, root, name, text):
+    """Writes module `name` under `root` and imports it afresh."""
+    with open(os.path.join(root, f"{name}.py"), "w") as f:
+      f.write(textwrap.dedent(text))
+    sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+
+  def test_factory_hints(self):
+    root = self.create_tempdir().full_path
+    sys.path.insert(0, root)
+    self.addCleanup(sys.path.remove, root)
+    config = smoke.get_config()
+    fix = lambda e: re.search(r"Fix: .*?`([^`]+)`", str(e)).group(1)
+    # Not an alias: the nearest built-in name.
+    with self.assertRaises(ValueError) as e:
+      registry.resolve("mpl", "model")
+    config.model = fix(e.exception).split("=", 1)[1]
+    self.assertIsInstance(train_lib.models.build_model(config), pax.Module)
+    # A misspelt factory: the module's nearest function.
+    self._module(root, "hint_models", """
+        import jax
+        import pax_haiku as pax
+
+        def build_model(config):
+          return pax.Sequential(lambda x: x.reshape(x.shape[0], -1),
+                                pax.Linear(64, 10))
+
+        def layer_list(config):
+          layers = [lambda x: x.reshape(x.shape[0], -1), pax.Linear(64, 10)]
+          return layers
+        """)
+    config.model = "hint_models:build_modle"
+    with self.assertRaises(ValueError) as e:
+      train_lib.models.build_model(config)
+    config.model = fix(e.exception).split("=", 1)[1]
+    self.assertIsInstance(train_lib.models.build_model(config), pax.Module)
+    # A list of layers: chain them as the fix says.
+    config.model = "hint_models:layer_list"
+    with self.assertRaises(registry.FactoryResultError) as e:
+      train_lib.models.build_model(config)
+    self.assertEqual(fix(e.exception), "return pax.Sequential(*layers)")
+    path = os.path.join(root, "hint_models.py")
+    with open(path) as f:
+      text = f.read().replace("  return layers",
+                              f"  {fix(e.exception)}")
+    self._module(root, "hint_models", text)
+    model = train_lib.models.build_model(config)
+    self.assertEqual(model(np.zeros((2, 8, 8, 1), np.float32)).shape, (2, 10))
+    # A module whose own import is missing: remove that import.
+    self._module(root, "hint_deps", """
+        import not_installed_pkg_xyz
+        from tools.trainer import datasets
+
+        def make(config):
+          return datasets.digits(config)
+        """)
+    config.dataset = "hint_deps:make"
+    with self.assertRaises(ValueError) as e:
+      train_lib.load_dataset(config)
+    self.assertIn("install `not_installed_pkg_xyz` or remove that import",
+                  str(e.exception))
+    with open(os.path.join(root, "hint_deps.py")) as f:
+      text = f.read().replace("import not_installed_pkg_xyz\n", "")
+    self._module(root, "hint_deps", text)
+    self.assertLen(train_lib.load_dataset(config), 2)
+    # A dataset factory returning one source; examples that are dicts; a
+    # source that is an iterator. Each fixed as its message says.
+    self._module(root, "hint_data", """
+        import numpy as np
+        from tools.trainer import sources
+
+        X = np.random.default_rng(0).uniform(size=(40, 8, 8, 1))
+        X = X.astype(np.float32)
+        Y = (np.arange(40) % 10).astype(np.int32)
+
+        class Dicts:
+          def __len__(self):
+            return len(X)
+
+          def __getitem__(self, i):
+            inputs, label = X[i], Y[i]
+            return {"x": inputs, "y": label}
+
+        def one(config):
+          train = sources.ArraySource(X, Y)
+          return train
+
+        def dicts(config):
+          return Dicts(), Dicts()
+
+        def iterators(config):
+          return iter(zip(X, Y)), sources.ArraySource(X, Y)
+        """)
+    config.model = "mlp"
+    model = train_lib.models.build_model(config)
+    config.dataset = "hint_data:one"
+    with self.assertRaises(registry.FactoryResultError) as e:
+      train_lib.load_dataset(config)
+    self.assertEqual(fix(e.exception), "return train, test")
+    edits = [("  return train\n", f"  {fix(e.exception)}\n"),
+             ("  train = sources", "  train = test = sources")]
+    config.dataset = "hint_data:dicts"
+    with self.assertRaises(ValueError) as e:
+      tasks.check(config, model, *train_lib.load_dataset(config))
+    self.assertEqual(fix(e.exception), "return inputs, label")
+    edits.append(('    return {"x": inputs, "y": label}',
+                  f"    {fix(e.exception)}"))
+    config.dataset = "hint_data:iterators"
+    with self.assertRaises(ValueError) as e:
+      tasks.check(config, model, *train_lib.load_dataset(config))
+    self.assertEqual(fix(e.exception),
+                     "tools.trainer.sources.ArraySource(inputs, labels)")
+    edits.append(("iter(zip(X, Y))", "sources.ArraySource(X, Y)"))
+    with open(os.path.join(root, "hint_data.py")) as f:
+      text = f.read()
+    for old, new in edits:
+      self.assertIn(old, text)
+      text = text.replace(old, new)
+    self._module(root, "hint_data", text)
+    for name in ("one", "dicts", "iterators"):
+      config.dataset = f"hint_data:{name}"
+      tasks.check(config, model, *train_lib.load_dataset(config))
+
+  def test_factory_import_hint(self):
+    root = self.create_tempdir().full_path
+    os.makedirs(os.path.join(root, "hintpkg"))
+    with open(os.path.join(root, "hintpkg", "__init__.py"), "w") as f:
+      f.write("from tools.trainer.models import mlp as build\n")
+    args = [TRAIN, f"--config={SMOKE}", "--config.model=hintpkg:build",
+            "--config.num_steps=20", "--config.checkpoint_every=20",
+            f"--workdir={self.create_tempdir().full_path}"]
+    error, fixes = self.usage_error(*args)
+    self.assertIn("cannot import module 'hintpkg'", error)
+    self.assertEqual(fixes, ["hintpkg"])
+    # Run from the directory that holds it.
+    proc = run(*args, cwd=root)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
 
   def test_metric_hints(self):
     workdir = self.create_tempdir().full_path
@@ -560,7 +706,7 @@ class HintsTest(absltest.TestCase):
 class DocstringTest(absltest.TestCase):
 
   def test_examples(self):
-    for module in (cli, config_schema):
+    for module in (cli, config_schema, registry, resume_config):
       result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
       self.assertGreater(result.attempted, 0, module.__name__)
       self.assertEqual(result.failed, 0, "see the doctest output above")

@@ -21,6 +21,7 @@ import numpy as np
 import tensorstore
 
 from tools.trainer import checkpoint
+from tools.trainer import pipeline
 from tools.trainer import train_lib
 from configs import smoke
 
@@ -28,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.py")
 TRAIN = os.path.join(ROOT, "tools", "train.py")
 COLLECTIVES = os.path.join(ROOT, "tests", "multihost_collectives.py")
+DATA_SHARDS = os.path.join(ROOT, "tests", "multihost_data_shards.py")
 RTOL = 1e-5
 ATOL = 1e-6
 TIMEOUT_S = 240
@@ -270,6 +272,26 @@ class MultiHostTest(absltest.TestCase):
     self.assert_ok(results)
     for _, out, _ in results:
       self.assertIn("ALL OK", out)
+
+  def test_processes_read_disjoint_shards_of_the_global_batch(self):
+    out_dir = self.create_tempdir().full_path
+    results = run_processes(command=lambda address, n, i: [
+        sys.executable, DATA_SHARDS, address, str(n), str(i), out_dir])
+    self.assert_ok(results)
+    shares = []
+    for i in range(2):
+      with open(os.path.join(out_dir, f"process_{i}.json")) as f:
+        shares.append(json.load(f))
+    config = smoke.get_config()
+    self.assertEqual([s["rows"] for s in shares], [[0, 16], [16, 32]])
+    self.assertTrue(all(s["read_matches"] for s in shares))
+    source, _ = train_lib.load_dataset(config)
+    one = pipeline.TrainPipeline(source, global_batch_size=config.batch_size,
+                                 seed=config.seed)
+    for b in range(12):
+      part0, part1 = (shares[0]["indices"][b], shares[1]["indices"][b])
+      self.assertEmpty(set(part0) & set(part1))
+      self.assertEqual(part0 + part1, one.indices(b).tolist())
 
   def test_bad_multiprocess_flags_are_clear_errors(self):
     proc = subprocess.run(

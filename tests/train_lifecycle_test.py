@@ -175,7 +175,7 @@ class BinaryLifecycleTest(absltest.TestCase):
 
   def test_diverging_config_stops_and_its_fix_trains(self):
     workdir = os.path.join(self.tmp, "diverging")
-    diverging = ["--config.optimizer=sgd", "--config.learning_rate=5.0",
+    diverging = ["--config.optimizer=sgd", "--config.learning_rate=1.0",
                  "--config.grad_clip=1e9", "--config.checkpoint_every=10",
                  "--config.model_config.hidden_sizes=(64,64,64,64,64,64)"]
     proc = self.train(workdir, *diverging)

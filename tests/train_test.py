@@ -166,7 +166,7 @@ class TrainTest(absltest.TestCase):
     proc = run_helper(workdir, "after_save", 20)
     self.assertEqual(proc.returncode, -signal.SIGKILL, proc.stderr[-2000:])
     good = final_leaves(workdir)
-    original = train_lib.models.loss_fn_for
+    original = train_lib.tasks.loss_fn_for
 
     def nan_loss_fn_for(config):
       loss_fn = original(config)
@@ -177,14 +177,14 @@ class TrainTest(absltest.TestCase):
 
       return nan_loss
 
-    train_lib.models.loss_fn_for = nan_loss_fn_for
+    train_lib.tasks.loss_fn_for = nan_loss_fn_for
     try:
       with self.assertRaisesRegex(
           train_lib.NonFiniteLossError,
           r"(?s)loss became nan in steps 21\.\.30.*step 20"):
         train_lib.train_and_evaluate(smoke.get_config(), workdir)
     finally:
-      train_lib.models.loss_fn_for = original
+      train_lib.tasks.loss_fn_for = original
     after = final_leaves(workdir)
     self.assertEqual(after[0], 20)
     for a, b in zip(good[1], after[1]):
@@ -213,9 +213,11 @@ class TrainTest(absltest.TestCase):
                           check=False)
     self.assertEqual(proc.returncode, 0, proc.stderr)
     for key in config_schema.KEYS:
-      if key.name != "model_config":
+      if key.name in config_schema.FREE_FORM_KEYS:
+        self.assertIn(f"--config.{key.name}.KEY=VALUE", proc.stdout)
+      else:
         self.assertIn(f"--config.{key.name}={key.default!r}", proc.stdout)
-        self.assertIn(key.help, proc.stdout)
+      self.assertIn(key.help, proc.stdout)
     for model, keys in config_schema.MODEL_KEYS.items():
       for key in keys:
         self.assertIn(f"--config.model_config.{key.name}={key.default!r}",

@@ -456,7 +456,8 @@ class BinaryCheckpointTest(absltest.TestCase):
     model = models.build_model(config)
     old_optimizer = pax.from_optax(models.make_optimizer(
         config, record_norm=False))(model.parameters())
-    data_state = train_lib._Task(config).train.state()  # pylint: disable=protected-access
+    # The previous release's batcher position after 10 steps.
+    data_state = {"epoch": 0, "index": 10, "seed": 0, "batch_size": 32}
     checkpoint_legacy.write(ckpt_dir, 10, (model, old_optimizer),
                             {"data": data_state, "config_hash": "old"})
     proc = subprocess.run(

@@ -1,4 +1,9 @@
-"""Tests for tools/trainer/data.py: data sets and restorable batchers."""
+"""Tests of the training data: data sets, sources, the grain pipeline.
+
+tools/trainer/data.py (the shipped data), sources.py (random-access
+sources), datasets.py (the built-in dataset factories) and pipeline.py
+(shuffled, per-process batches with a checkpointable position).
+"""
 
 import doctest
 import gzip
@@ -9,7 +14,11 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
+from tools.trainer import config_schema
 from tools.trainer import data
+from tools.trainer import datasets
+from tools.trainer import pipeline
+from tools.trainer import sources
 
 
 def _json_round_trip(state):
@@ -28,7 +37,9 @@ def _assert_batches_equal(test, a, b):
 
 class DocstringTest(parameterized.TestCase):
 
-  @parameterized.named_parameters(("data", data),)
+  @parameterized.named_parameters(("data", data), ("sources", sources),
+                                  ("datasets", datasets),
+                                  ("pipeline", pipeline))
   def test_examples(self, module):
     result = doctest.testmod(
         module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
@@ -77,10 +88,10 @@ class DigitsTest(absltest.TestCase):
       data.load_digits("/nonexistent/digits.csv.gz")
 
   def test_fixed_permutation_independent_of_numpy_generator(self):
-    perm = data._fixed_permutation(10, 0)  # pylint: disable=protected-access
+    perm = data.fixed_permutation(10, 0)
     self.assertEqual(sorted(perm.tolist()), list(range(10)))
-    np.testing.assert_array_equal(perm, data._fixed_permutation(10, 0))  # pylint: disable=protected-access
-    self.assertFalse(np.array_equal(perm, data._fixed_permutation(10, 1)))  # pylint: disable=protected-access
+    np.testing.assert_array_equal(perm, data.fixed_permutation(10, 0))
+    self.assertFalse(np.array_equal(perm, data.fixed_permutation(10, 1)))
 
 
 class CharsTest(absltest.TestCase):
@@ -128,180 +139,165 @@ class CharsTest(absltest.TestCase):
       data.load_chars(directory=self._fake_stdlib(n=3))
 
 
-class ArrayBatcherTest(parameterized.TestCase):
+class PerExampleSource:
+  """Only len and __getitem__ (the generic read path)."""
+
+  def __init__(self, x, y):
+    self.x, self.y = x, y
+
+  def __len__(self):
+    return len(self.x)
+
+  def __getitem__(self, i):
+    return self.x[i], self.y[i]
+
+
+class SourcesTest(parameterized.TestCase):
+
+  def test_array_source_and_npz(self):
+    x, y = np.arange(20.0).reshape(10, 2), np.arange(10) % 3
+    path = os.path.join(self.create_tempdir().full_path, "d.npz")
+    np.savez(path, a=x, b=y)
+    src = sources.ArraySource.from_npz(path, "a", "b")
+    self.assertLen(src, 10)
+    np.testing.assert_array_equal(src[3][0], x[3])
+    bx, by = src.read_batch(np.array([9, 1]))
+    np.testing.assert_array_equal(bx, x[[9, 1]])
+    np.testing.assert_array_equal(by, y[[9, 1]])
+    with self.assertRaisesRegex(ValueError, r"has arrays \['a', 'b'\]"):
+      sources.ArraySource.from_npz(path)
+    with self.assertRaises(FileNotFoundError):
+      sources.ArraySource.from_npz(path + ".missing")
+    with self.assertRaisesRegex(ValueError, "same leading"):
+      sources.ArraySource(x, y[:3])
+
+  def test_window_source_matches_the_token_array(self):
+    tokens = (np.arange(50) * 7 % 256).astype(np.uint8)
+    train = sources.WindowSource(tokens, seq_len=8)
+    self.assertLen(train, 50 - 8)
+    x, y = train[5]
+    np.testing.assert_array_equal(x, tokens[5:13])
+    np.testing.assert_array_equal(y, tokens[6:14])
+    self.assertEqual(x.dtype, np.int32)
+    bx, by = train.read_batch(np.array([5, len(train) - 1]))
+    np.testing.assert_array_equal(bx[0], x)
+    np.testing.assert_array_equal(by[1], tokens[-8:])
+    # Tiling windows predict every token after the first exactly once.
+    test = sources.WindowSource(tokens, seq_len=7, stride=7)
+    labels = np.concatenate([test[i][1] for i in range(len(test))])
+    np.testing.assert_array_equal(labels, tokens[1:len(labels) + 1])
+    self.assertEqual(len(labels), (len(tokens) - 1) // 7 * 7)
+    with self.assertRaises(IndexError):
+      test[len(test)]  # pylint: disable=pointless-statement
+    with self.assertRaisesRegex(ValueError, "fewer than a window"):
+      sources.WindowSource(tokens[:5], seq_len=8)
+    with self.assertRaisesRegex(ValueError, "1-D integer"):
+      sources.WindowSource(np.zeros((4, 4)), seq_len=2)
+
+  def test_read_examples_same_with_and_without_read_batch(self):
+    x, y = np.random.default_rng(0).normal(size=(30, 3)), np.arange(30)
+    idx = np.array([4, 29, 0, 4])
+    a = sources.read_examples(sources.ArraySource(x, y), idx)
+    b = sources.read_examples(PerExampleSource(x, y), idx)
+    for u, v in zip(a, b):
+      np.testing.assert_array_equal(u, v)
+
+  def test_builtin_datasets(self):
+    train, test = datasets.digits(config_schema.base_config())
+    np.testing.assert_array_equal(train[7][0], data.load_digits().train[0][7])
+    self.assertEqual((len(train), len(test)), (1437, 360))
+    config = config_schema.with_model(config_schema.base_config(),
+                                      "transformer")
+    config.max_bytes, config.seq_len = 10_000, 64
+    train, test = datasets.chars(config)
+    text = data.load_chars(max_bytes=10_000)
+    self.assertLen(train, 10_000 - 64)
+    self.assertLen(test, (10_000 - 1) // 64)
+    np.testing.assert_array_equal(test[1][0], text.test[64:128])
+
+
+class TrainPipelineTest(parameterized.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.x = np.arange(50 * 3, dtype=np.float32).reshape(50, 3)
-    self.y = np.arange(50, dtype=np.int32)
+    self.x = np.arange(103)
+    self.src = sources.ArraySource(self.x, self.x % 10)
 
-  def _make(self, seed=0, batch_size=8):
-    return data.ArrayBatcher((self.x, self.y), batch_size=batch_size,
-                             seed=seed)
+  def make(self, **kwargs):
+    kwargs = dict(dict(global_batch_size=8, seed=3), **kwargs)
+    return pipeline.TrainPipeline(self.src, **kwargs)
 
-  def test_epochs_are_permutations(self):
-    b = self._make(batch_size=10)
-    self.assertEqual(b.steps_per_epoch, 5)
-    epochs = []
-    for _ in range(3):
-      ys = np.concatenate([b.next()[1] for _ in range(5)])
-      self.assertEqual(sorted(ys.tolist()), list(range(50)))
-      epochs.append(ys)
-    self.assertFalse(np.array_equal(epochs[0], epochs[1]))
-    self.assertEqual(b.state()["epoch"], 3)
+  def test_every_epoch_visits_every_example_once(self):
+    p = self.make()
+    xs = p.next_chunk(103)[0].reshape(-1)  # 8 epochs of 103 examples.
+    for e in range(8):
+      self.assertEqual(sorted(xs[e * 103:(e + 1) * 103].tolist()),
+                       list(range(103)))
+    self.assertFalse(np.array_equal(xs[:103], xs[103:206]))  # Reshuffled.
+    np.testing.assert_array_equal(p.indices(0), xs[:8])
 
-  def test_structure_and_pairing(self):
-    b = data.ArrayBatcher({"image": self.x, "label": self.y}, batch_size=8)
-    batch = b.next()
-    self.assertEqual(sorted(batch), ["image", "label"])
-    np.testing.assert_array_equal(batch["image"], self.x[batch["label"]])
+  def test_order_depends_only_on_the_seed(self):
+    a = self.make().next_chunk(5)[0]
+    np.testing.assert_array_equal(a, self.make().next_chunk(5)[0])
+    b = self.make()
+    np.testing.assert_array_equal(
+        a, np.stack([b.next_chunk(1)[0][0] for _ in range(5)]))
+    self.assertFalse(np.array_equal(a, self.make(seed=4).next_chunk(5)[0]))
 
-  def test_same_seed_same_batches_other_seed_differs(self):
-    a = self._make(seed=3).next_chunk(20)
-    b = self._make(seed=3).next_chunk(20)
-    c = self._make(seed=4).next_chunk(20)
-    _assert_batches_equal(self, a, b)
-    self.assertFalse(np.array_equal(a[1], c[1]))
+  @parameterized.parameters(0, 1, 12, 13, 40)
+  def test_restore_continues_exactly(self, at):
+    whole = self.make().next_chunk(60)[0]
+    p = self.make()
+    if at:
+      p.next_chunk(at)
+    state = json.loads(json.dumps(p.state()))  # As in a checkpoint.
+    self.assertEqual(state["grain"], {"next_index": at})
+    q = self.make()
+    q.restore(state)
+    np.testing.assert_array_equal(q.next_chunk(60 - at)[0], whole[at:])
 
-  @parameterized.parameters(1, 2, 6, 7, 13)
-  def test_next_chunk_equals_stacked_next(self, k):
-    ref = self._make()
-    chunked = self._make()
-    for _ in range(3):  # crosses epoch boundaries (6 batches per epoch)
-      expected = [ref.next() for _ in range(k)]
-      got = chunked.next_chunk(k)
-      self.assertEqual(got[0].shape, (k, 8, 3))
-      self.assertEqual(got[1].shape, (k, 8))
-      for i in range(k):
-        _assert_batches_equal(self, (got[0][i], got[1][i]), expected[i])
-      self.assertEqual(ref.state(), chunked.state())
+  def test_processes_see_disjoint_rows_whose_union_is_the_batch(self):
+    whole = self.make().next_chunk(30)[0]
+    parts = [self.make(rows=(4 * i, 4 * i + 4)).next_chunk(30)[0]
+             for i in range(2)]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
+    # The position counts global batches: a 2-process run resumes on 1.
+    p = self.make(rows=(4, 8))
+    p.next_chunk(7)
+    q = self.make()
+    q.restore(p.state())
+    np.testing.assert_array_equal(q.next_chunk(1)[0][0], whole[7])
 
-  @parameterized.product(stop=[0, 1, 5, 6, 13, 20], chunk=[1, 4])
-  def test_restore_continues_exactly(self, stop, chunk):
-    total = 30
-    reference = self._make(seed=7)
-    expected = [reference.next() for _ in range(total)]
+  def test_generic_sources_and_nested_shapes(self):
+    src = PerExampleSource(np.arange(40.0).reshape(10, 2, 2), np.arange(10))
+    p = pipeline.TrainPipeline(src, global_batch_size=4, seed=0)
+    x, y = p.next_chunk(3)
+    self.assertEqual((x.shape, y.shape), ((3, 4, 2, 2), (3, 4)))
+    np.testing.assert_array_equal(x[..., 0, 0], 4 * y)
 
-    first = self._make(seed=7)
-    for i in range(stop):  # mix next() and next_chunk() before stopping
-      if i % 2:
-        first.next()
-      else:
-        first.next_chunk(1)
-    saved = _json_round_trip(first.state())
-    del first
-
-    resumed = self._make(seed=7)
-    resumed.restore(saved)
-    got = []
-    while len(got) < total - stop:
-      xs, ys = resumed.next_chunk(chunk)
-      got.extend(zip(xs, ys))
-    for g, e in zip(got, expected[stop:]):
-      _assert_batches_equal(self, g, e)
-
-  def test_restore_rejects_other_config(self):
-    saved = self._make(seed=1, batch_size=8).state()
-    with self.assertRaisesRegex(ValueError, "batch_size=8.*batch_size=10"):
-      self._make(seed=1, batch_size=10).restore(saved)
-    with self.assertRaisesRegex(ValueError, "seed=1.*seed=2"):
-      self._make(seed=2, batch_size=8).restore(saved)
-    with self.assertRaisesRegex(ValueError, "expected .*epoch"):
-      self._make().restore({"step": 3})
-    with self.assertRaisesRegex(TypeError, "state\\(\\)"):
-      self._make().restore([0, 1])
-    bad = dict(self._make().state(), index=99)
-    with self.assertRaisesRegex(ValueError, "out of range"):
-      self._make().restore(bad)
-
-  def test_bad_arguments(self):
-    with self.assertRaisesRegex(ValueError, "batch_size <= 50"):
-      self._make(batch_size=51)
-    with self.assertRaisesRegex(ValueError, "same leading"):
-      data.ArrayBatcher((self.x, self.y[:10]), batch_size=2)
-    with self.assertRaisesRegex(TypeError, "tuple or dict"):
-      data.ArrayBatcher(self.x, batch_size=2)
-    with self.assertRaisesRegex(TypeError, "seed must be an int"):
-      self._make(seed=1.5)
-    with self.assertRaisesRegex(ValueError, "k must be >= 1"):
-      self._make().next_chunk(0)
+  def test_bad_positions_and_rows(self):
+    p = self.make()
+    for state, pattern in ((dict(p.state(), seed=9), "seed=9"),
+                           (dict(p.state(), global_batch_size=4),
+                            "global_batch_size=4"),
+                           (dict(p.state(), num_examples=7), "num_examples"),
+                           ({"epoch": 0, "index": 3}, "Not a TrainPipeline")):
+      with self.assertRaisesRegex(ValueError, pattern):
+        self.make().restore(state)
+    with self.assertRaisesRegex(ValueError, "rows=.*inside a global batch"):
+      self.make(rows=(4, 12))
+    with self.assertRaisesRegex(ValueError, "empty"):
+      pipeline.TrainPipeline(sources.ArraySource(np.zeros((0,)),
+                                                 np.zeros((0,))),
+                             global_batch_size=2, seed=0)
 
   def test_eval_batches_cover_everything_once(self):
-    seen, weights = [], 0.0
-    for (bx, by), mask in data.eval_batches((self.x, self.y), batch_size=16):
-      self.assertEqual(bx.shape, (16, 3))
-      seen.extend(by[mask == 1].tolist())
-      weights += mask.sum()
-    self.assertEqual(seen, list(range(50)))
-    self.assertEqual(weights, 50)
-
-
-class WindowBatcherTest(parameterized.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    self.tokens = np.frombuffer(bytes(range(256)) * 40, dtype=np.uint8)
-
-  def _make(self, seed=0):
-    return data.WindowBatcher(self.tokens, batch_size=4, seq_len=16,
-                              seed=seed)
-
-  def test_windows_are_contiguous_slices(self):
-    w = self._make().next_chunk(5)
-    self.assertEqual((w.shape, w.dtype), ((5, 4, 17), np.int32))
-    diffs = np.diff(w, axis=-1) % 256
-    np.testing.assert_array_equal(diffs, np.ones_like(diffs))
-
-  def test_next_chunk_equals_stacked_next(self):
-    ref, chunked = self._make(), self._make()
-    expected = np.stack([ref.next() for _ in range(7)])
-    np.testing.assert_array_equal(chunked.next_chunk(7), expected)
-    self.assertEqual(chunked.state()["step"], 7)
-
-  @parameterized.parameters(0, 1, 9)
-  def test_restore_continues_exactly(self, stop):
-    expected = self._make(seed=5).next_chunk(20)
-    first = self._make(seed=5)
-    for _ in range(stop):
-      first.next()
-    resumed = self._make(seed=5)
-    resumed.restore(_json_round_trip(first.state()))
-    got = np.concatenate([resumed.next_chunk(1),
-                          resumed.next_chunk(19 - stop)])
-    np.testing.assert_array_equal(got, expected[stop:])
-
-  def test_seeds_and_steps_differ(self):
-    a = self._make(seed=0).next_chunk(2)
-    b = self._make(seed=1).next_chunk(2)
-    self.assertFalse(np.array_equal(a, b))
-    self.assertFalse(np.array_equal(a[0], a[1]))
-
-  def test_restore_rejects_other_config(self):
-    saved = self._make(seed=0).state()
-    other = data.WindowBatcher(self.tokens, batch_size=4, seq_len=8)
-    with self.assertRaisesRegex(ValueError, "seq_len=16.*seq_len=8"):
-      other.restore(saved)
-
-  def test_bad_arguments(self):
-    with self.assertRaisesRegex(ValueError, "shorter seq_len"):
-      data.WindowBatcher(np.arange(5), batch_size=1, seq_len=5)
-    with self.assertRaisesRegex(ValueError, "1-D integer"):
-      data.WindowBatcher(np.zeros((4, 4)), batch_size=1, seq_len=2)
-
-  def test_eval_windows_predict_every_token_once(self):
-    tokens = np.arange(1 + 4 * 3 * 5)
-    windows = list(data.eval_windows(tokens, batch_size=3, seq_len=4))
-    self.assertLen(windows, 5)
-    targets = np.concatenate([w[:, 1:].reshape(-1) for w in windows])
-    np.testing.assert_array_equal(targets, tokens[1:])
-    self.assertLen(list(data.eval_windows(tokens, 3, 4, max_batches=2)), 2)
-
-  def test_char_pipeline_end_to_end(self):
-    text = data.load_chars(max_bytes=50_000)
-    batcher = data.WindowBatcher(text.train, batch_size=8, seq_len=32)
-    w = batcher.next_chunk(3)
-    self.assertEqual(w.shape, (3, 8, 33))
-    self.assertTrue(((w >= 0) & (w < data.VOCAB_SIZE)).all())
+    batches = pipeline.eval_batches(self.src, batch_size=16)
+    self.assertLen(batches, 7)
+    xs = np.concatenate([b[0][m > 0] for b, m in batches])
+    np.testing.assert_array_equal(xs, self.x)
+    self.assertEqual(batches[-1][0][0].shape, (16,))
+    self.assertLen(pipeline.eval_batches(self.src, 16, max_batches=2), 2)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 # packages are installed:
 #   1. tools/setup.sh                   (installs bazel, pip, requirements.txt,
 #                                        pax_haiku itself, editable)
-#   2. bazel test //...                 (the Bazel path; flags in .bazelrc)
+#   2. bazel test //...                 (the Bazel path; flags in .bazelrc),
+#      then tools/check_bazel_dependency.sh (another workspace builds on
+#                                        @pax_haiku//tools/trainer)
 #   3. python3 -m pytest -q tests       (the pip path; only with
 #                                        PAX_TEST_PYTEST=1: it reruns the same
 #                                        files and doubles the time)
@@ -46,6 +48,12 @@ elif [[ ${bazel_rc} == 4 && ! -d tests ]]; then
 else
   bazel_ok=0
   [[ ${bazel_rc} == 4 ]] && echo "tools/test.sh: bazel found no test target, but tests/ exists: add BUILD targets (DEVELOPERS.md)"
+fi
+
+# Another workspace depending on @pax_haiku//tools/trainer builds and trains.
+echo "==> tools/check_bazel_dependency.sh"
+if ! BAZEL="${BAZEL}" bash tools/check_bazel_dependency.sh; then
+  bazel_ok=0
 fi
 
 if [[ -n "${CI:-}" ]]; then

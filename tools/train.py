@@ -38,6 +38,11 @@ from typing import Any, List, Optional, Sequence
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
+# Your own `--config.model=pkg.module:factory` / `--config.dataset=...`
+# import from the current directory too, as with `python3 -m` (after the
+# repository and the installed packages, so nothing of theirs is shadowed).
+if os.getcwd() not in sys.path:
+  sys.path.append(os.getcwd())
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
@@ -250,7 +255,7 @@ def main(argv):
   except train_lib.Preempted as e:
     print(f"{e}", file=sys.stderr)
     return EXIT_PREEMPTED
-  except ValueError as e:
+  except (ValueError, train_lib.registry.FactoryResultError) as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_USAGE
   except train_lib.DivergedError as e:

@@ -87,7 +87,10 @@ def measure(config: Any, num_devices: int, chunks: int,
   config.num_devices = num_devices
   config_schema.validate(config)
   mesh = train_lib.make_mesh(config)
-  task = train_lib._Task(config)  # pylint: disable=protected-access
+  from tools.trainer import pipeline  # pylint: disable=g-import-not-at-top
+  train_source, _ = train_lib.load_dataset(config)
+  train_data = pipeline.TrainPipeline(
+      train_source, global_batch_size=config.batch_size, seed=config.seed)
   model = models.build_model(config)
   optimizer = pax.from_optax(models.make_optimizer(config))(model.parameters())
   model, optimizer = train_lib.place((model, optimizer), mesh, config)
@@ -95,7 +98,7 @@ def measure(config: Any, num_devices: int, chunks: int,
   k = config.steps_per_call
 
   def loop_call(model, optimizer):
-    chunk = train_lib.shard_chunk(task.train.next_chunk(k), mesh)
+    chunk = train_lib.shard_chunk(train_data.next_chunk(k), mesh)
     model, optimizer, aux = train_chunk(model, optimizer, chunk)
     float(pax.sharding.to_host(aux)["loss"])
     return model, optimizer

@@ -8,7 +8,7 @@ and change values; `validate(config)` rejects unknown keys (naming the
 nearest valid ones) and values out of range (naming the allowed range)
 before any work starts.
 
->>> for line in describe()[5:7]:
+>>> for line in describe()[6:8]:
 ...   print(line)
   --config.num_steps=2000                      optimizer steps in total (a multiple of steps_per_call)
   --config.steps_per_call=50                   steps per jitted call (one lax.scan); log/eval/checkpoint steps are multiples of it
@@ -20,14 +20,23 @@ from typing import Any, Dict, List, Tuple
 
 import ml_collections
 
-DATASETS = ("digits", "chars")
+from tools.trainer import registry
+
+# The built-in datasets and models (aliases of import paths, see
+# tools/trainer/registry.py): the task of each dataset, the dataset of each
+# model.
+DATASET_TASKS = {"digits": "classification", "chars": "language_model"}
+DATASETS = tuple(DATASET_TASKS)
 MODELS = {"mlp": "digits", "cnn": "digits", "lstm": "chars",
           "transformer": "chars"}
+TASKS = ("classification", "language_model")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PARAM_SHARDINGS = ("replicated", "sharded")
 # Keys that choose where the computation runs, not what it computes: a
 # checkpoint resumes under other values without a "different config" warning.
 LAYOUT_KEYS = ("num_devices", "param_sharding", "compilation_cache")
+# Keys holding a sub-config rather than a value.
+FREE_FORM_KEYS = ("model_config", "dataset_config")
 # Keys that change nothing computed at all (not part of the config hash).
 _UNHASHED_KEYS = LAYOUT_KEYS + ("name",)
 
@@ -43,12 +52,19 @@ class Key:
 KEYS: Tuple[Key, ...] = (
     Key("name", "", "run name: the curves' title (tools/train.py sets the "
         "config file's name)"),
-    Key("dataset", "digits", "training data: 'digits' (UCI 8x8 digits) or "
-        "'chars' (Python sources, bytes)"),
+    Key("dataset", "digits", "training data: 'digits' (UCI 8x8 digits), "
+        "'chars' (Python sources, bytes) or your 'package.module:factory' "
+        "returning (train, test) sources"),
+    Key("dataset_config", None, "your dataset factory's own keys "
+        "(free-form; empty for the built-in datasets)"),
+    Key("task", "classification", "'classification' or 'language_model': "
+        "the loss and metrics"),
     Key("model", "mlp", "model: 'mlp' or 'cnn' (digits), 'lstm' or "
-        "'transformer' (chars)"),
+        "'transformer' (chars), or your 'package.module:factory' returning "
+        "a pax.Module"),
     Key("model_config", None, "the model's own keys (below); "
-        "config_schema.with_model() sets the model's defaults"),
+        "config_schema.with_model() sets a built-in model's defaults; "
+        "free-form for your own factory"),
     Key("seed", 0, "seed of the parameters, dropout and data order (>= 0)"),
     Key("batch_size", 128, "global batch size, split evenly over the devices"),
     Key("num_steps", 2000, "optimizer steps in total (a multiple of "
@@ -72,8 +88,8 @@ KEYS: Tuple[Key, ...] = (
         "every N steps"),
     Key("seq_len", 128, "chars only: characters per training window"),
     Key("max_bytes", 0, "chars only: bytes of corpus to use (0 = all)"),
-    Key("eval_batches", 8, "chars only: held-out windows = eval_batches * "
-        "batch_size"),
+    Key("eval_batches", 0, "batches of batch_size test examples per "
+        "evaluation (0 = the whole test set)"),
     Key("plot", True, "write <workdir>/curves.png at the end"),
     Key("compilation_cache", True, "keep compiled programs in JAX's "
         "persistent cache (tools/trainer/compile_cache.py) for fast restarts"),
@@ -115,6 +131,8 @@ def base_config() -> ml_collections.ConfigDict:
     if key.name == "model_config":
       c.model_config = ml_collections.ConfigDict(
           dict(MODEL_CONFIG_KEYS[c.model]))
+    elif key.name == "dataset_config":
+      c.dataset_config = ml_collections.ConfigDict()
     else:
       setattr(c, key.name, key.default)
   return c
@@ -123,7 +141,9 @@ def base_config() -> ml_collections.ConfigDict:
 def describe() -> List[str]:
   """One line per config key: `--config.<key>=<default>` and its meaning."""
   lines = [f"  {f'--config.{k.name}={k.default!r}':<44} {k.help}"
-           for k in KEYS if k.name != "model_config"]
+           for k in KEYS if k.name not in FREE_FORM_KEYS]
+  lines += [f"  {f'--config.{k.name}.KEY=VALUE':<44} {k.help}"
+            for k in KEYS if k.name in FREE_FORM_KEYS]
   for model, keys in MODEL_KEYS.items():
     lines += [f"  {f'--config.model_config.{k.name}={k.default!r}':<44} "
               f"({model}) {k.help}" for k in keys]
@@ -141,12 +161,12 @@ def nearest_keys(key: str, config: Any = None, n: int = 3) -> List[str]:
   >>> nearest_keys("steps")
   ['num_steps', 'warmup_steps', 'steps_per_call']
   """
-  if config is not None and config.get("model") in MODELS:
+  if config is not None and config.get("model") in MODEL_CONFIG_KEYS:
     model_keys = list(MODEL_CONFIG_KEYS[config.model])
   else:
     model_keys = sorted({k for keys in MODEL_CONFIG_KEYS.values()
                          for k in keys})
-  valid = [k.name for k in KEYS if k.name != "model_config"]
+  valid = [k.name for k in KEYS if k.name not in FREE_FORM_KEYS]
   valid += [f"model_config.{k}" for k in model_keys]
   close = difflib.get_close_matches(key, valid, n=n, cutoff=0.5)
   # A bare suffix ("steps") matches keys that end in it ("num_steps").
@@ -156,9 +176,19 @@ def nearest_keys(key: str, config: Any = None, n: int = 3) -> List[str]:
 
 def with_model(config: ml_collections.ConfigDict,
                model: str) -> ml_collections.ConfigDict:
-  """Sets `config.model` and its default `model_config`."""
+  """Sets the built-in `model`, its dataset, task and default `model_config`.
+
+  Raises:
+    ValueError: if `model` is not a built-in model.
+  """
+  if model not in MODELS:
+    raise ValueError(f"with_model takes a built-in model "
+                     f"({', '.join(MODELS)}), got {model!r}; for your own "
+                     "factory set config.model = 'package.module:factory' "
+                     "and config.model_config yourself.")
   config.model = model
   config.dataset = MODELS[model]
+  config.task = DATASET_TASKS[config.dataset]
   config.model_config = ml_collections.ConfigDict(dict(MODEL_CONFIG_KEYS[model]))
   return config
 
@@ -194,21 +224,31 @@ def validate(config: Any) -> None:
           f"`{name}` must be an integer >= 1, got {v!r}")
 
   if not errors:
-    check(config.model in MODELS,
-          f"`model` must be one of {sorted(MODELS)}, got {config.model!r}")
-    check(config.dataset in DATASETS,
-          f"`dataset` must be one of {list(DATASETS)}, got {config.dataset!r}")
-    if config.model in MODELS:
+    check(config.model in MODELS or registry.is_import_path(config.model),
+          f"`model` must be one of {sorted(MODELS)} or an import path "
+          f"'package.module:factory', got {config.model!r}")
+    check(config.dataset in DATASETS or registry.is_import_path(
+        config.dataset),
+          f"`dataset` must be one of {list(DATASETS)} or an import path "
+          f"'package.module:factory', got {config.dataset!r}")
+    check(config.task in TASKS,
+          f"`task` must be one of {list(TASKS)}, got {config.task!r}")
+    if config.model in MODELS and config.dataset in DATASETS:
       check(MODELS[config.model] == config.dataset,
             f"model {config.model!r} trains on dataset "
             f"{MODELS[config.model]!r}, not {config.dataset!r}")
+    if config.dataset in DATASET_TASKS and config.task in TASKS:
+      want = DATASET_TASKS[config.dataset]
+      check(config.task == want,
+            f"dataset {config.dataset!r} is a {want} dataset, not "
+            f"{config.task!r} (set --config.task={want})")
     check(config.optimizer in OPTIMIZERS,
           f"`optimizer` must be one of {list(OPTIMIZERS)}, got "
           f"{config.optimizer!r}")
     for name in ("batch_size", "num_steps", "steps_per_call", "scan_unroll",
                  "eval_every",
                  "checkpoint_every", "keep_checkpoints", "log_every",
-                 "seq_len", "eval_batches", "divergence_window"):
+                 "seq_len", "divergence_window"):
       positive_int(name)
     check(isinstance(config.divergence_warmup, int) and
           config.divergence_warmup >= 0,
@@ -233,6 +273,9 @@ def validate(config: Any) -> None:
     check(isinstance(config.warmup_steps, int) and config.warmup_steps >= 0,
           f"`warmup_steps` must be an integer >= 0, got "
           f"{config.warmup_steps!r}")
+    check(isinstance(config.eval_batches, int) and config.eval_batches >= 0,
+          "`eval_batches` must be an integer >= 0 (0 = the whole test set), "
+          f"got {config.eval_batches!r}")
     check(isinstance(config.max_bytes, int) and config.max_bytes >= 0,
           f"`max_bytes` must be an integer >= 0, got {config.max_bytes!r}")
     check(isinstance(config.num_devices, int) and
@@ -248,9 +291,10 @@ def validate(config: Any) -> None:
         check(config[name] % k == 0,
               f"`{name}` ({config[name]}) must be a multiple of "
               f"`steps_per_call` ({k}): the loop runs {k} steps per call")
-      dropout = config.model_config.get("dropout", 0.0)
-      check(0.0 <= dropout < 1.0, f"`model_config.dropout` must be in [0, 1), "
-            f"got {dropout!r}")
+      if config.model in MODELS:
+        dropout = config.model_config.get("dropout", 0.0)
+        check(0.0 <= dropout < 1.0, "`model_config.dropout` must be in "
+              f"[0, 1), got {dropout!r}")
   if errors:
     raise ValueError("Invalid training config:\n  - " + "\n  - ".join(errors))
 

@@ -1,20 +1,20 @@
-"""Models and loss functions for the training binary, built from a config.
+"""The training binary's models and optimizer, built from a config.
 
-Each task defines `build_model(config) -> pax.Module` and a loss function
-`loss_fn(model, batch) -> (loss, (aux, model))` for `pax.build_update_fn`,
-plus an `eval_fn(model, batch, mask) -> dict of summed metrics`.
+`build_model(config)` calls the model factory `config.model` names (a
+built-in alias, `mlp`, `cnn`, `lstm`, `transformer`, defined here, or your
+`package.module:factory`; see `registry`). The losses and metrics are the
+task's (`tasks.py`). `make_optimizer(config)` is the optax chain every run
+uses.
 """
 
-import math
-from typing import Any, Dict, NamedTuple, Tuple
+from typing import Any, Dict, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 import pax_haiku as pax
-
-LN2 = math.log(2.0)
+from tools.trainer import registry
 
 
 def _flatten(x: jax.Array) -> jax.Array:
@@ -26,39 +26,73 @@ def _max_pool_2x2(x: jax.Array) -> jax.Array:
 
 
 def build_model(config: Any) -> pax.Module:
-  """The model named by `config.model` (seeded by `config.seed`)."""
+  """The model `config.model` names, built with `pax.seed_rng_key(seed)`.
+
+  `config.model` is a built-in name (`registry.MODEL_ALIASES`) or an import
+  path `package.module:factory`; the factory gets the whole config (its own
+  keys are in `config.model_config`).
+
+  Raises:
+    ValueError: if `config.model` does not resolve (see `registry.resolve`).
+    TypeError: if the factory does not return a `pax.Module`.
+  """
+  factory = registry.resolve(config.model, "model")
   pax.seed_rng_key(config.seed)
+  model = factory(config)
+  if not isinstance(model, pax.Module):
+    message = (f"config.model={config.model!r}: the factory returned "
+               f"{type(model).__name__}, not a pax.Module instance.")
+    if isinstance(model, (list, tuple)) and model and all(
+        callable(layer) for layer in model):
+      message += ("\nFix: chain the layers into one module: "
+                  "`return pax.Sequential(*layers)`.")
+    raise registry.FactoryResultError(message)
+  return model
+
+
+def mlp(config: Any) -> pax.Module:
+  """Flatten -> Linear/ReLU(/Dropout) x len(hidden_sizes) -> 10 logits."""
   m = config.model_config
-  if config.model == "mlp":
-    sizes = [64] + list(m.hidden_sizes) + [10]
-    layers = [_flatten]
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-      layers.append(pax.Linear(a, b))
-      if i < len(sizes) - 2:
-        layers.append(jax.nn.relu)
-        if m.dropout > 0:
-          layers.append(pax.Dropout(m.dropout))
-    return pax.Sequential(*layers)
-  if config.model == "cnn":
-    c1, c2 = m.channels
-    head = [pax.Dropout(m.dropout)] if m.dropout > 0 else []
-    return pax.Sequential(
-        pax.Conv2D(1, c1, 3), jax.nn.relu,
-        pax.Conv2D(c1, c2, 3), jax.nn.relu,
-        _max_pool_2x2,
-        _flatten,
-        *head,
-        pax.Linear(4 * 4 * c2, m.hidden), jax.nn.relu,
-        *head[:1] and [pax.Dropout(m.dropout)],
-        pax.Linear(m.hidden, 10))
-  if config.model == "lstm":
-    return CharLSTM(m.embed_dim, m.hidden_dim)
-  if config.model == "transformer":
-    return pax.nets.TransformerLM(
-        vocab_size=256, dim=m.d_model, num_heads=m.num_heads,
-        num_layers=m.num_layers, max_len=config.seq_len,
-        dropout_rate=m.dropout)
-  raise ValueError(f"unknown model {config.model!r}")
+  sizes = [64] + list(m.hidden_sizes) + [10]
+  layers = [_flatten]
+  for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    layers.append(pax.Linear(a, b))
+    if i < len(sizes) - 2:
+      layers.append(jax.nn.relu)
+      if m.dropout > 0:
+        layers.append(pax.Dropout(m.dropout))
+  return pax.Sequential(*layers)
+
+
+def cnn(config: Any) -> pax.Module:
+  """Two 3x3 convolutions, 2x2 max pool, a dense layer, 10 logits."""
+  m = config.model_config
+  c1, c2 = m.channels
+  head = [pax.Dropout(m.dropout)] if m.dropout > 0 else []
+  return pax.Sequential(
+      pax.Conv2D(1, c1, 3), jax.nn.relu,
+      pax.Conv2D(c1, c2, 3), jax.nn.relu,
+      _max_pool_2x2,
+      _flatten,
+      *head,
+      pax.Linear(4 * 4 * c2, m.hidden), jax.nn.relu,
+      *head[:1] and [pax.Dropout(m.dropout)],
+      pax.Linear(m.hidden, 10))
+
+
+def lstm(config: Any) -> pax.Module:
+  """`CharLSTM` over bytes."""
+  m = config.model_config
+  return CharLSTM(m.embed_dim, m.hidden_dim)
+
+
+def transformer(config: Any) -> pax.Module:
+  """`pax.nets.TransformerLM` over bytes, `config.seq_len` positions."""
+  m = config.model_config
+  return pax.nets.TransformerLM(
+      vocab_size=256, dim=m.d_model, num_heads=m.num_heads,
+      num_layers=m.num_layers, max_len=config.seq_len,
+      dropout_rate=m.dropout)
 
 
 class CharLSTM(pax.Module):
@@ -75,48 +109,6 @@ class CharLSTM(pax.Module):
     state = self.lstm.initial_state(tokens.shape[0])
     _, h = pax.scan(self.lstm, state, x, time_major=False)
     return self.output(h)
-
-
-def _classification_loss(model, batch):
-  x, y = batch
-  model, logits = pax.purecall(model, x)
-  loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-  acc = jnp.mean(jnp.argmax(logits, -1) == y)
-  return loss, ({"loss": loss, "accuracy": acc}, model)
-
-
-def _lm_loss(model, tokens):
-  inputs, targets = tokens[:, :-1], tokens[:, 1:]
-  model, logits = pax.purecall(model, inputs)
-  loss = jnp.mean(
-      optax.softmax_cross_entropy_with_integer_labels(logits, targets))
-  return loss, ({"loss": loss, "bits_per_char": loss / LN2}, model)
-
-
-def loss_fn_for(config: Any):
-  return _lm_loss if config.dataset == "chars" else _classification_loss
-
-
-def eval_fn_for(config: Any):
-  """`eval_fn(model, batch, mask) -> {name: sum over valid examples}`."""
-
-  def classification(model, batch, mask):
-    x, y = batch
-    logits = model.eval()(x)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
-    return {"loss": jnp.sum(nll * mask), "accuracy": jnp.sum(correct * mask),
-            "count": jnp.sum(mask)}
-
-  def lm(model, tokens, mask):
-    logits = model.eval()(tokens[:, :-1])
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
-    per_seq = jnp.mean(nll, axis=-1)
-    return {"loss": jnp.sum(per_seq * mask),
-            "bits_per_char": jnp.sum(per_seq * mask) / LN2,
-            "count": jnp.sum(mask)}
-
-  return lm if config.dataset == "chars" else classification
 
 
 class GradNormState(NamedTuple):
@@ -196,9 +188,3 @@ def optimizer_metrics(config: Any, optimizer: Any,
 def summarize(sums: Dict[str, Any]) -> Dict[str, float]:
   count = float(sums.pop("count"))
   return {k: float(v) / count for k, v in sums.items()}
-
-
-def input_shape(config: Any) -> Tuple[int, ...]:
-  if config.dataset == "chars":
-    return (config.batch_size, config.seq_len + 1)
-  return (config.batch_size, 8, 8, 1)

@@ -28,6 +28,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional
 
 from pax_haiku._src import atomic_write
+from tools.trainer import config_schema
 
 __all__ = ["CONFIG_FILE", "ConfigChangeError", "Difference", "FREE_KEYS",
            "check", "differences", "load", "record", "refused"]
@@ -70,9 +71,25 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
   return out
 
 
+# Keys that configs saved by earlier versions lack: the value those runs had.
+_IMPLIED = {
+    "task": lambda saved: config_schema.DATASET_TASKS.get(saved.get("dataset")),
+}
+
+
 def differences(saved: Mapping[str, Any],
                 new: Mapping[str, Any]) -> List[Difference]:
-  """The keys (dotted for nested ones) whose values differ, sorted."""
+  """The keys (dotted for nested ones) whose values differ, sorted.
+
+  >>> [str(d) for d in differences({"dataset": "chars"},
+  ...                              {"dataset": "chars",
+  ...                               "task": "language_model"})]
+  []
+  """
+  saved = dict(saved)
+  for key, implied in _IMPLIED.items():
+    if key not in saved and implied(saved) is not None:
+      saved[key] = implied(saved)
   a, b = _flat(saved), _flat(json.loads(json.dumps(new, default=str)))
   return [Difference(k, a.get(k, MISSING), b.get(k, MISSING))
           for k in sorted(set(a) | set(b)) if a.get(k, MISSING) !=

@@ -1,5 +1,13 @@
 """`train_and_evaluate(config, workdir)`: the training binary's whole job.
 
+The model and data are whatever `config.model` and `config.dataset` name:
+a built-in alias or your own `package.module:factory` (`registry`); the
+task (`config.task`, `tasks`) gives the loss and metrics, and the batches
+come from a grain pipeline (`pipeline.TrainPipeline`) whose position is
+saved in every checkpoint. Call `train_and_evaluate` from your own program
+(or Bazel `py_binary`, depending on `@pax_haiku//tools/trainer`) to train
+with the binary's checkpoints, resume, metrics and sharding.
+
 The loop runs `config.steps_per_call` optimizer steps per jitted call: one
 `jax.lax.scan` over `pax.build_update_fn(loss_fn, scan_mode=True)`. It
 evaluates every `eval_every` steps, checkpoints every `checkpoint_every`
@@ -16,9 +24,10 @@ the model and optimizer are replicated (or, with
 partitions the step (GSPMD). `config.batch_size` is the global batch, so the
 same config gives the same curve on 1 or 8 devices (up to float summation
 order). In a multi-process job (`jax.distributed`, see tools/train.py) every
-process runs this same function on a workdir they all see: every process
-builds the same global batches and copies only its own devices' slices;
-only process 0 writes metrics, config.json and plots. Checkpoints are orbax
+process runs this same function on a workdir they all see: each process
+reads only the rows of every global batch that its devices hold (disjoint
+shares whose union is the one-process batch); only process 0 writes
+metrics, config.json and plots. Checkpoints are orbax
 checkpoints with Haiku-named arrays (tools/trainer/checkpoint.py,
 docs/checkpoints.md): every process writes the shards its devices hold,
 and restores into the shardings of the current mesh, so a run saved on N
@@ -27,7 +36,7 @@ devices or processes resumes on any other number.
 
 import os
 import time
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 from jax.experimental import multihost_utils
@@ -37,11 +46,13 @@ import numpy as np
 import pax_haiku as pax
 from tools.trainer import checkpoint
 from tools.trainer import config_schema
-from tools.trainer import data as data_lib
 from tools.trainer import lifecycle
 from tools.trainer import metrics as metrics_lib
 from tools.trainer import models
+from tools.trainer import pipeline
+from tools.trainer import registry
 from tools.trainer import storage_checks
+from tools.trainer import tasks
 
 
 # Raised when training diverges (NaN/Inf: `NonFiniteLossError`) or a stop
@@ -68,27 +79,41 @@ def _check_workdir(workdir: str) -> str:
   return workdir
 
 
-class _Task:
-  """Data + functions for one config."""
+def load_dataset(config: Any) -> Tuple[Any, Any]:
+  """`(train, test)` from the dataset factory `config.dataset` names.
 
-  def __init__(self, config: Any):
-    self.config = config
-    if config.dataset == "digits":
-      d = data_lib.load_digits()
-      self.train = data_lib.ArrayBatcher(d.train, config.batch_size,
-                                         seed=config.seed)
-      self.eval_sets = list(data_lib.eval_batches(d.test, 512))
-      self.eval_name = "test"
-    else:
-      d = data_lib.load_chars(max_bytes=config.max_bytes or None)
-      self.train = data_lib.WindowBatcher(d.train, config.batch_size,
-                                          config.seq_len, seed=config.seed)
-      windows = data_lib.eval_windows(d.test, config.batch_size,
-                                      config.seq_len,
-                                      max_batches=config.eval_batches)
-      self.eval_sets = [(w, np.ones((w.shape[0],), np.float32))
-                        for w in windows]
-      self.eval_name = "test"
+  Raises:
+    ValueError: if `config.dataset` does not resolve (`registry.resolve`).
+    TypeError: if the factory does not return a pair of sources.
+  """
+  factory = registry.resolve(config.dataset, "dataset")
+  splits = factory(config)
+  if not isinstance(splits, (tuple, list)) or len(splits) != 2:
+    raise registry.FactoryResultError(
+        f"config.dataset={config.dataset!r}: the factory returned "
+        f"{type(splits).__name__}, not a pair (train, test) of sources.\n"
+        "Fix: end the factory with `return train, test`: two sources, e.g. "
+        "`tools.trainer.sources.ArraySource(inputs, labels)`.")
+  return splits[0], splits[1]
+
+
+def process_rows(mesh: jax.sharding.Mesh,
+                 batch_size: int) -> Optional[Tuple[int, int]]:
+  """The rows of each global batch this process reads, or None for all.
+
+  In a multi-process job whose mesh gives every process an equal,
+  contiguous share of the batch, each process reads only its share; any
+  other layout (one process, or a mesh on part of the devices) reads whole
+  batches and copies its devices' slices.
+  """
+  if jax.process_count() == 1:
+    return None
+  try:
+    start, stop = pipeline.rows_of_process(mesh, batch_size)
+  except ValueError:
+    return None
+  return (start, stop) if (
+      stop - start) * jax.process_count() == batch_size else None
 
 
 def make_mesh(config: Any) -> jax.sharding.Mesh:
@@ -133,7 +158,7 @@ def make_train_chunk(config: Any, mesh: jax.sharding.Mesh, model: Any,
   and optimizer reuse the buffers of the given ones, which are consumed (the
   loop keeps only what each call returns; checkpoints hold host copies).
   """
-  update_fn = pax.build_update_fn(models.loss_fn_for(config), scan_mode=True)
+  update_fn = pax.build_update_fn(tasks.loss_fn_for(config), scan_mode=True)
 
   def train_chunk(model, optimizer, batches):
     (model, optimizer), aux = jax.lax.scan(update_fn, (model, optimizer),
@@ -147,9 +172,15 @@ def make_train_chunk(config: Any, mesh: jax.sharding.Mesh, model: Any,
                         out_shardings=out_shardings)
 
 
-def shard_chunk(chunk: Any, mesh: jax.sharding.Mesh) -> Any:
-  """A `(K, B, ...)` chunk of K global batches, split over the batch axis."""
-  return pax.sharding.shard_batch(chunk, mesh, batch_axis=1)
+def shard_chunk(chunk: Any, mesh: jax.sharding.Mesh,
+                process_local: bool = False) -> Any:
+  """A `(K, B, ...)` chunk of K batches, split over the batch axis.
+
+  `process_local`: the chunk holds only this process's rows
+  (`process_rows`), else whole global batches.
+  """
+  return pax.sharding.shard_batch(chunk, mesh, batch_axis=1,
+                                  process_local=process_local)
 
 
 def _place_eval_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
@@ -178,6 +209,23 @@ def _agree_on_restored_step(step: int, ckpt_dir: str) -> None:
         f"({found}).\nLikely cause: the workdir is not on a filesystem that "
         "every process sees.\nFix: pass a --workdir on shared storage (the "
         "same path on every host).")
+
+
+def _restore_position(train_data: pipeline.TrainPipeline, restored: Any,
+                      is_chief: bool) -> None:
+  """Puts the data pipeline where the restored checkpoint's run was."""
+  position = restored.metadata.get("data")
+  if isinstance(position, dict) and "grain" in position:
+    train_data.restore(position)
+    return
+  # Written by the batchers that came before the grain pipeline: the
+  # position in batches is the step; the order from here on is the
+  # pipeline's.
+  train_data.skip_to(restored.step)
+  if is_chief:
+    print(f"note: checkpoint {restored.path} has no grain data position "
+          "(written before the grain pipeline); training continues from "
+          f"batch {restored.step} of the current data order.", flush=True)
 
 
 def train_and_evaluate(config: Any, workdir: str, *,
@@ -220,8 +268,14 @@ def _train(config: Any, workdir: str, ckpt_dir: str,
   """`train_and_evaluate` inside its `RunGuard`."""
   mesh = make_mesh(config)
   is_chief = jax.process_index() == 0
-  task = _Task(config)
+  train_source, test_source = load_dataset(config)
   model = models.build_model(config)
+  tasks.check(config, model, train_source, test_source)
+  rows = process_rows(mesh, config.batch_size)
+  train_data = pipeline.TrainPipeline(
+      train_source, global_batch_size=config.batch_size, seed=config.seed,
+      rows=rows)
+  eval_name = "test"
   optimizer = pax.from_optax(models.make_optimizer(config))(model.parameters())
   config_hash = checkpoint.json_sha256(config_schema.hashed_dict(config))
 
@@ -244,16 +298,17 @@ def _train(config: Any, workdir: str, ckpt_dir: str,
                 restored.metadata.get("train_loss", float("nan")))
     model, optimizer = restored.tree["model"], restored.tree["optimizer"]
     start_step = restored.step
-    task.train.restore(restored.metadata["data"])
+    _restore_position(train_data, restored, is_chief)
     if is_chief:
       print(f"Resumed from {restored.path} (step {start_step}).", flush=True)
 
   train_chunk = make_train_chunk(config, mesh, model, optimizer)
-  eval_step = jax.jit(models.eval_fn_for(config),
+  eval_step = jax.jit(tasks.eval_fn_for(config),
                       out_shardings=pax.sharding.replicated_sharding(mesh))
   eval_sets = [(_place_eval_batch(batch, mesh),
                 _place_eval_batch(np.asarray(mask), mesh))
-               for batch, mask in task.eval_sets]
+               for batch, mask in pipeline.eval_batches(
+                   test_source, config.batch_size, config.eval_batches)]
 
   def evaluate(model) -> Dict[str, float]:
     sums = None
@@ -281,12 +336,13 @@ def _train(config: Any, workdir: str, ckpt_dir: str,
     ckpt.pinned = guard.pinned()
     _storage_errors(ckpt_dir, ckpt.save, step,
                     {"model": model, "optimizer": optimizer},
-                    {"data": task.train.state(), "config_hash": config_hash,
+                    {"data": train_data.state(), "config_hash": config_hash,
                      "train_loss": loss})
 
   t0 = time.monotonic()
   while step < config.num_steps:
-    chunk = shard_chunk(task.train.next_chunk(k), mesh)
+    chunk = shard_chunk(train_data.next_chunk(k), mesh,
+                        process_local=rows is not None)
     new_model, new_optimizer, aux = train_chunk(model, optimizer, chunk)
     aux = pax.sharding.to_host(aux)
     loss = float(aux["loss"])
@@ -306,10 +362,10 @@ def _train(config: Any, workdir: str, ckpt_dir: str,
                           for n, v in train_metrics.items()})
     if step % config.eval_every == 0 or step == config.num_steps:
       last_eval = evaluate(model)
-      writer.write(step, {f"{task.eval_name}/{n}": v
+      writer.write(step, {f"{eval_name}/{n}": v
                           for n, v in last_eval.items()})
       if is_chief:
-        print(f"step {step}: {task.eval_name} " + ", ".join(
+        print(f"step {step}: {eval_name} " + ", ".join(
             f"{n} {v:.4f}" for n, v in last_eval.items()), flush=True)
     saved = step % config.checkpoint_every == 0 or step == config.num_steps
     if saved:
