@@ -21,8 +21,10 @@ PYTHON="${PYTHON:-python3}"
 OUT="${DOCS_OUT:-build/docs/html}"
 
 if ! "${PYTHON}" -c "import sphinx, myst_parser, furo" 2>/dev/null; then
-  echo "error: Sphinx, myst-parser or furo is not installed for ${PYTHON}." >&2
-  echo "Fix: bash tools/setup.sh (or: ${PYTHON} -m pip install -r requirements.txt)" >&2
+  echo "error: Sphinx, myst-parser or furo (the [docs] extra) is not" \
+    "installed for ${PYTHON}." >&2
+  echo "Fix: bash tools/setup.sh (it installs the pins of requirements.txt)," \
+    "then rerun bash tools/docs.sh." >&2
   exit 2
 fi
 
