@@ -61,31 +61,16 @@ def _training_run() -> Dict[str, Any]:
 
 def _checkpoint_setup(ns: Dict[str, Any]) -> None:
   """What README.md's and docs/checkpoints.md's snippets assume: `workdir`
-  and `step` of a run, orbax, and (checkpoints.md) the Haiku function with
-  the smoke MLP's module names, test images and the pax model."""
-  import haiku as hk  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
+  and `step` of a finished run, orbax, the digits' test `images`, and the
+  pax `model` of the run's config."""
   import orbax.checkpoint  # pylint: disable=g-import-not-at-top
   from tools.trainer import data  # pylint: disable=g-import-not-at-top
   from tools.trainer import models  # pylint: disable=g-import-not-at-top
 
   run = _training_run()
-
-  class Sequential(hk.Module):
-
-    def __init__(self):
-      super().__init__()
-      self.hidden, self.output = hk.Linear(32), hk.Linear(10)
-
-    def __call__(self, x):
-      x = x.reshape(x.shape[0], -1)
-      return self.output(jax.nn.relu(self.hidden(x)))
-
-  ns.update(
-      orbax=orbax, workdir=run["workdir"], step=run["step"],
-      hk_fn=hk.transform_with_state(lambda x: Sequential()(x)),
-      images=data.load_digits().test[0],
-      model=models.build_model(run["config"]))
+  ns.update(orbax=orbax, workdir=run["workdir"], step=run["step"],
+            images=data.load_digits().test[0],
+            model=models.build_model(run["config"]))
 
 
 def _pax_pickle_setup(ns: Dict[str, Any]) -> None:
