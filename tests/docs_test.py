@@ -41,6 +41,11 @@ def _guides() -> List[str]:
   return [os.path.relpath(p, ROOT) for p in pax_docs.guide_files()]
 
 
+def _named_guides() -> List[tuple]:
+  """`(test name suffix, guide path)`, so that a failure names its page."""
+  return [(re.sub(r"\W", "_", g), g) for g in _guides()]
+
+
 # -- a finished training run, for the pages that open its checkpoints --------
 
 _RUN: Dict[str, Any] = {}
@@ -275,7 +280,14 @@ class GuideCodeTest(parameterized.TestCase):
     self.assertGreater(sum(b.language == "python" for b in blocks), 15)
     self.assertGreater(sum(b.language in _SHELL for b in blocks), 10)
 
-  @parameterized.parameters(*_guides())
+  def test_blocks_in_list_items_are_found(self):
+    page = self.create_tempfile("page.md", "1. Step:\n\n   ```python\n"
+                                "   x = 1\n   if x:\n     y = 2\n   ```\n")
+    blocks = pax_docs.code_blocks(page.full_path)
+    self.assertEqual([(b.line, b.language, b.code) for b in blocks],
+                     [(3, "python", "x = 1\nif x:\n  y = 2\n")])
+
+  @parameterized.named_parameters(*_named_guides())
   def test_python_blocks_run(self, guide):
     blocks = [b for b in pax_docs.code_blocks(os.path.join(ROOT, guide))
               if b.language == "python"]
@@ -292,7 +304,7 @@ class GuideCodeTest(parameterized.TestCase):
           self.fail(f"the block at {block.where()} failed: "
                     f"{type(e).__name__}: {e}")
 
-  @parameterized.parameters(*_guides())
+  @parameterized.named_parameters(*_named_guides())
   def test_shell_commands_name_what_exists(self, guide):
     problems = []
     for block in pax_docs.code_blocks(os.path.join(ROOT, guide)):

@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 import os
 import re
+import textwrap
 from typing import Dict, List, Set
 
 DOCS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +32,7 @@ ROOT = os.path.dirname(DOCS)
 API = os.path.join(DOCS, "api")
 
 # The modules whose `__all__` is the public API. Submodules listed in an
-# `__all__` (pax_haiku.nets, ...) are documented by an `{automodule}` block.
+# `__all__` (pax_haiku.nets, ...) are documented by `.. automodule::`.
 PUBLIC_MODULES = (
     "pax_haiku",
     "pax_haiku.nets",
@@ -49,10 +50,10 @@ _DIRECTIVE = re.compile(
 _RST_DIRECTIVE = re.compile(
     r"^\.\. (?P<name>[\w:-]+):: *(?P<arg>[^\n]*)\n"
     r"(?P<body>(?:(?:[ \t]+[^\n]*)?\n)*)", re.M)
-# Any fenced code block: ```lang ... ```.
+# Any fenced code block: ```lang ... ```, also indented (in a list item).
 _FENCE = re.compile(
-    r"^(?P<fence>`{3,})(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
-    re.M | re.S)
+    r"^(?P<indent>[ \t]*)(?P<fence>`{3,})(?P<info>[^\n`]*)\n(?P<body>.*?)"
+    r"^(?P=indent)(?P=fence)[ \t]*$", re.M | re.S)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +168,8 @@ def code_blocks(path: str) -> List[CodeBlock]:
     if info.startswith("{"):
       continue  # A MyST directive, not code.
     line = text.count("\n", 0, m.start()) + 1
-    blocks.append(CodeBlock(path, line, info.split(" ")[0], m.group("body")))
+    blocks.append(CodeBlock(path, line, info.split(" ")[0],
+                            textwrap.dedent(m.group("body"))))
   return blocks
 
 
