@@ -393,6 +393,9 @@ class SphinxBuildTest(absltest.TestCase):
     # autodoc rendered the docstrings (not reST source as Markdown text).
     self.assertIn('id="pax_haiku.Linear"', layers)
     self.assertNotIn(".. py:class::", layers)
+    # {pax-config-keys} listed the schema's keys in the training guide.
+    with open(os.path.join(html, "training.html"), encoding="utf-8") as f:
+      self.assertIn("--config.learning_rate=0.001", f.read())
 
   def test_a_broken_reference_fails_the_build(self):
     with open(os.path.join(self.site, "docs", "quickstart.md"), "a",
