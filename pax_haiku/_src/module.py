@@ -57,6 +57,7 @@ def parameters_method(*trainable_attributes: str,
     names.extend(item.split())
 
   def parameters(self: T) -> T:
+    """A copy holding only the trainable leaves (others become `None`)."""
     return functional.select_parameters(self)
 
   parameters._pax_trainable = tuple(names)
@@ -118,6 +119,7 @@ class Module(base.BaseModule):
 
   @property
   def name(self) -> Optional[str]:
+    """The name given to the constructor (`name=`), or None."""
     return self._name
 
   @property
@@ -127,12 +129,20 @@ class Module(base.BaseModule):
 
   @property
   def params(self) -> Dict[str, Dict[str, Any]]:
-    """Haiku-style `{module_path: {name: array}}` of the whole subtree."""
+    """The parameters of the whole subtree, as a Haiku params dict.
+
+    Haiku's form, `{module_path: {name: array}}`, as `hk.transform`'s `init`
+    returns it.
+    """
     return naming.haiku_dicts(self)[0]
 
   @property
   def state(self) -> Dict[str, Dict[str, Any]]:
-    """Haiku-style `{module_path: {name: array}}` non-trainable state."""
+    """The non-trainable state of the whole subtree, as a Haiku state dict.
+
+    Haiku's form, `{module_path: {name: array}}`, as
+    `hk.transform_with_state`'s `init` returns it.
+    """
     return naming.haiku_dicts(self)[1]
 
   # -- parameters ------------------------------------------------------------

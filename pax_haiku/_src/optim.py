@@ -330,8 +330,8 @@ class Optimizer(module_lib.Module):
     0.0001
 
     Returns:
-      A new dict `{name: array}` (changing it does not change the optimizer;
-      use `set_hyperparam`).
+      A new dict of arrays, by hyperparameter name (changing it does not
+      change the optimizer; use `set_hyperparam`).
     """
     return dict(self._inject_states()[0].hyperparams)
 
