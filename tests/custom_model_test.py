@@ -136,6 +136,9 @@ class CustomModelTest(absltest.TestCase):
   def test_binary_trains_a_package_outside_the_repository(self):
     self.assertEqual(self.proc.returncode, 0, self.proc.stderr[-3000:])
     self.assertNotIn("mytask", ROOT)
+    # The console: the trainer's progress lines, none of orbax's INFO lines.
+    self.assertIn("step 60/60 |", self.proc.stderr)
+    self.assertNotIn("checkpoint_manager.py", self.proc.stderr)
     self.assertEqual(checkpoint.checkpoint_steps(
         os.path.join(self.whole, "checkpoints")), [20, 40, 60])
     evals = eval_records(self.whole)

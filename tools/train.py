@@ -28,6 +28,7 @@ JAX_NUM_PROCESSES, JAX_PROCESS_ID.
 
 import ast
 import importlib.util
+import logging
 import os
 import re
 import shlex
@@ -46,6 +47,7 @@ if os.getcwd() not in sys.path:
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
+from absl import logging as absl_logging
 import jax
 from ml_collections import config_flags
 
@@ -238,8 +240,21 @@ def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
   return rest
 
 
+class _DropOrbaxInfo(logging.Filter):
+  """Drops orbax's INFO lines (~10 per checkpoint, from its save threads);
+  its warnings and errors still show."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return (record.levelno >= logging.WARNING or
+            f"{os.sep}orbax{os.sep}" not in record.pathname)
+
+
 def main(argv):
   del argv  # Checked by _parse_flags.
+  # On the handlers, so records from every logger and thread are filtered.
+  for handler in [absl_logging.get_absl_handler(),
+                  *logging.getLogger().handlers]:
+    handler.addFilter(_DropOrbaxInfo())
   config = _CONFIG.value
   if not config.name:
     config.name = os.path.splitext(os.path.basename(
