@@ -77,8 +77,9 @@ class InitTest(parameterized.TestCase):
 
   @parameterized.named_parameters((n, n) for n in CASES)
   def test_bit_identical_to_haiku_eager_init(self, name):
-    chex.assert_trees_all_equal_structs(_fast_init(name), _haiku_init(name))
-    chex.assert_trees_all_equal(_fast_init(name), _haiku_init(name))
+    got, want = _fast_init(name), _haiku_init(name)
+    chex.assert_trees_all_equal_structs(got, want)
+    chex.assert_trees_all_equal(got, want)
 
   def test_typed_key(self):
     key = jax.random.key(3)
@@ -92,9 +93,9 @@ class InitTest(parameterized.TestCase):
       return hk.dropout(hk.next_rng_key(), 0.5, hk.nets.MLP([4, 3])(x))
     x = jnp.ones((2, 5))
     got = haiku_init.init(f, KEY, (x,), {})
-    chex.assert_trees_all_equal_structs(
-        got, hk.transform_with_state(f).init(KEY, x))
-    chex.assert_trees_all_equal(got, hk.transform_with_state(f).init(KEY, x))
+    want = hk.transform_with_state(f).init(KEY, x)
+    chex.assert_trees_all_equal_structs(got, want)
+    chex.assert_trees_all_equal(got, want)
 
   def test_traced_inputs_use_haiku_init(self):
     fn, args = CASES["linear_default"]
