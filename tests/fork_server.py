@@ -22,7 +22,9 @@ Usage:
     server.close()
 
 Only one child runs at a time: `start()` while a child is running is a
-`RuntimeError`.
+`RuntimeError`. Preload what a script imports, not the script itself: the
+child runs the script's file again, and a module that defines absl flags
+(tools/train.py) fails when its flags are defined a second time.
 """
 
 import json
