@@ -153,9 +153,14 @@ class MultiHostTest(absltest.TestCase):
     train_lib.train_and_evaluate(config, cls.one)
 
   def assert_ok(self, results):
-    for i, (rc, out, err) in enumerate(results):
-      self.assertEqual(rc, 0, f"process {i} failed (rc {rc}):\n{out[-2000:]}"
-                       f"\n{err[-4000:]}")
+    # A process that failed on its own first: the group is then killed
+    # (rc -9), which says nothing about why.
+    order = sorted(range(len(results)), key=lambda i: results[i][0] == -9)
+    for i in order:
+      rc, out, err = results[i]
+      self.assertEqual(
+          rc, 0, f"process {i} failed (rc {rc}; all: "
+          f"{[r[0] for r in results]}):\n{out[-2000:]}\n{err[-4000:]}")
 
   def assert_same_params(self, workdir):
     step_a, leaves_a = final_leaves(self.one)

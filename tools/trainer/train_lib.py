@@ -183,12 +183,35 @@ def shard_chunk(chunk: Any, mesh: jax.sharding.Mesh,
                                   process_local=process_local)
 
 
-def _place_eval_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
-  """Splits an eval batch over the devices, or replicates it if it can't."""
-  size = jax.tree_util.tree_leaves(batch)[0].shape[0]
-  if size % mesh.size == 0:
-    return pax.sharding.shard_batch(batch, mesh)
-  return pax.sharding.replicate(batch, mesh)
+def make_eval(config: Any, mesh: jax.sharding.Mesh
+              ) -> Callable[[Any, Any, Any], Dict[str, Any]]:
+  """The jitted `eval_all(model, batches, masks)`: the task's metrics summed
+  over `N` stacked eval batches `(N, B, ...)`, replicated.
+
+  One program per evaluation: in a multi-process job, a chain of small
+  programs (one per batch, plus the sums) can starve XLA:CPU's thread pool
+  while their collectives wait for each other across processes (seen as a
+  hang of the second evaluation).
+  """
+  eval_fn = tasks.eval_fn_for(config)
+
+  def eval_all(model, batches, masks):
+    per_batch = jax.lax.map(lambda xs: eval_fn(model, *xs), (batches, masks))
+    return jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), per_batch)
+
+  return jax.jit(eval_all,
+                 out_shardings=pax.sharding.replicated_sharding(mesh))
+
+
+def _place_eval_set(batches: Any, mesh: jax.sharding.Mesh) -> Tuple[Any, Any]:
+  """`[(batch, mask), ...]` stacked to `(N, B, ...)` and split over the
+  devices on the batch axis (replicated if B does not split evenly)."""
+  stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs),
+                                   *[b for b, _ in batches])
+  masks = np.stack([m for _, m in batches])
+  if masks.shape[1] % mesh.size == 0:
+    return shard_chunk((stacked, masks), mesh)
+  return pax.sharding.replicate((stacked, masks), mesh)
 
 
 def _agree_on_restored_step(step: int, ckpt_dir: str) -> None:
@@ -303,20 +326,12 @@ def _train(config: Any, workdir: str, ckpt_dir: str,
       print(f"Resumed from {restored.path} (step {start_step}).", flush=True)
 
   train_chunk = make_train_chunk(config, mesh, model, optimizer)
-  eval_step = jax.jit(tasks.eval_fn_for(config),
-                      out_shardings=pax.sharding.replicated_sharding(mesh))
-  eval_sets = [(_place_eval_batch(batch, mesh),
-                _place_eval_batch(np.asarray(mask), mesh))
-               for batch, mask in pipeline.eval_batches(
-                   test_source, config.batch_size, config.eval_batches)]
+  eval_all = make_eval(config, mesh)
+  eval_set = _place_eval_set(pipeline.eval_batches(
+      test_source, config.batch_size, config.eval_batches), mesh)
 
   def evaluate(model) -> Dict[str, float]:
-    sums = None
-    for batch, mask in eval_sets:
-      out = eval_step(model, batch, mask)
-      sums = out if sums is None else jax.tree_util.tree_map(
-          jnp.add, sums, out)
-    return models.summarize(pax.sharding.to_host(sums))
+    return models.summarize(pax.sharding.to_host(eval_all(model, *eval_set)))
 
   writer = metrics_lib.MetricWriter(
       workdir, enabled=is_chief,
