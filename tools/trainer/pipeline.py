@@ -93,10 +93,6 @@ class TrainPipeline:
     self._iterator: Iterator[int] = iter(batches.to_iter_dataset(
         grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
 
-  @property
-  def num_examples(self) -> int:
-    return self._n
-
   def _order(self, epoch: int) -> np.ndarray:
     order = self._orders.get(epoch)
     if order is None:

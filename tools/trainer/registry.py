@@ -30,7 +30,7 @@ import re
 from typing import Callable, Dict, List
 
 __all__ = ["DATASET_ALIASES", "FactoryResultError", "MODEL_ALIASES",
-           "is_import_path", "resolve", "spec_name"]
+           "is_import_path", "resolve"]
 
 #: Built-in model names and the factories they stand for.
 MODEL_ALIASES: Dict[str, str] = {
@@ -57,15 +57,6 @@ _IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 def is_import_path(spec: str) -> bool:
   """Whether `spec` has the form `package.module:name`."""
   return isinstance(spec, str) and bool(_IMPORT_PATH.fullmatch(spec))
-
-
-def spec_name(spec: str) -> str:
-  """A short name for `spec`: the alias, or the factory's name.
-
-  >>> spec_name("mlp"), spec_name("my_models.vision:small_cnn")
-  ('mlp', 'small_cnn')
-  """
-  return spec.rsplit(":", 1)[-1]
 
 
 def _usage(kind: str) -> str:

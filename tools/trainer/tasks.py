@@ -97,21 +97,19 @@ def _lm_shapes(inputs, label, logits) -> Optional[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-  """A task's loss, eval function, metric names and shape check."""
+  """A task's loss, eval function and shape check."""
   name: str
   loss_fn: Callable[..., Any]
   eval_fn: Callable[..., Dict[str, Any]]
-  metrics: Tuple[str, ...]
   # (inputs, label, logits) of one example -> a problem, or None.
   check_shapes: Callable[[np.ndarray, np.ndarray, Any], Optional[str]]
 
 
 TASKS: Dict[str, Task] = {
     "classification": Task("classification", _classification_loss,
-                           _classification_eval, ("loss", "accuracy"),
-                           _classification_shapes),
+                           _classification_eval, _classification_shapes),
     "language_model": Task("language_model", _lm_loss, _lm_eval,
-                           ("loss", "bits_per_char"), _lm_shapes),
+                           _lm_shapes),
 }
 
 
