@@ -15,7 +15,6 @@ are damaged checkpoints that must be detected and skipped, never loaded.
 import errno
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from typing import Any, Callable, NamedTuple, Sequence, Type
@@ -41,6 +40,7 @@ from tools.trainer import storage_checks
 from tools.trainer import tasks
 from tools.trainer import train_lib
 from tools.trainer import workdir_lock
+import launch  # tests/launch.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
@@ -1028,9 +1028,10 @@ class BinaryCasesTest(parameterized.TestCase):
     for case in BINARY_CASES:
       workdir = os.path.join(cls.tmp, case.id)
       argv = [a.format(workdir=workdir, file=a_file) for a in case.argv]
-      procs[case.id] = subprocess.Popen(
+      # Forked from a server that imported the trainer once.
+      procs[case.id] = launch.Popen(
           [sys.executable, TRAIN, f"--config={SMOKE}", *argv],
-          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+          stdout=launch.PIPE, stderr=launch.PIPE, text=True, env=env,
           cwd=ROOT)
     cls.results = {}
     for case_id, proc in procs.items():

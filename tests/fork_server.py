@@ -1,30 +1,35 @@
-"""Starts Python scripts by forking a server that has already imported them.
+"""Starts Python programs by forking a server that has already imported them.
 
-A test that restarts the training binary dozens of times (tests/
-crash_resume_test.py) spends most of each restart importing jax, haiku,
-orbax and the trainer (about 2 s of CPU on this machine). A `ForkServer`
+Tests that run the training binary or other tools as processes spend most
+of each run importing jax, haiku, orbax and the trainer (about 1.5-2 s of
+CPU on a 2-core machine, more than a smoke run's training). A `ForkServer`
 imports those modules once, in a server process that starts no JAX backend
-and runs nothing else, and each `start()` forks it: the child runs the
-script as `__main__` (`runpy.run_path`), with its output in a log file. The
-child is a real process of its own: it can be killed with any signal, and
-it exits the way `python script.py` would (atexit handlers, non-daemon
-threads joined).
+and runs nothing else, and each `spawn()` forks it: the child takes the
+request's environment, working directory and output files, then runs the
+program as `__main__` the way `python` would (`python script.py ...`,
+`python -m module ...` or `python -c code ...`). The child is a real process
+of its own: it has its own pid, can be stopped or killed with any signal,
+and exits the way `python` would (atexit handlers, non-daemon threads
+joined, an uncaught exception printed with exit code 1). Several children
+may run at once.
 
-Every child gets the server's environment and working directory, fixed when
-the server starts (JAX reads its `JAX_*` variables when it is imported).
+What a child cannot change is what its interpreter read at start-up and at
+import: `sys.flags`, and the environment variables that the preloaded
+modules read when they were imported (JAX reads `JAX_*` then; XLA reads
+`XLA_FLAGS` only when a backend starts, so a child may set it).
+`tests/launch.py` keeps one server per such environment.
 
 Usage:
 
     server = ForkServer(["tools.trainer.train_lib"], env=env, cwd=root)
-    proc = server.start("tests/reliability_crash_runner.py",
-                        [workdir, ready, "none"], log_path)
+    proc = server.spawn(["tools/train.py", "--workdir=/tmp/w"],
+                        stdout_path=out, stderr_path=err)
     proc.wait(timeout=300)        # the exit code, like subprocess.Popen
     server.close()
 
-Only one child runs at a time: `start()` while a child is running is a
-`RuntimeError`. Preload what a script imports, not the script itself: the
-child runs the script's file again, and a module that defines absl flags
-(tools/train.py) fails when its flags are defined a second time.
+Preload what a program imports, not the program itself: the child runs the
+script's file again, and a module that defines absl flags (tools/train.py)
+fails when its flags are defined a second time.
 """
 
 import json
@@ -34,8 +39,13 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
-from typing import Dict, List, Optional, Sequence
+import types
+from typing import Dict, List, Mapping, Optional, Sequence
+
+# How often the server looks for finished children while some run.
+_REAP_INTERVAL_S = 0.01
 
 
 class ForkedProcess:
@@ -43,6 +53,7 @@ class ForkedProcess:
 
   Attributes:
     pid: the child's process id.
+    args: the program and its arguments, as given to `spawn`.
     returncode: None while it runs; then its exit code, or `-signal` if a
       signal ended it (as `subprocess.Popen.returncode`).
   """
@@ -69,64 +80,109 @@ class ForkedProcess:
   def send_signal(self, sig: int) -> None:
     # Until the server has reported the exit, the pid is this child's (a
     # finished child stays a zombie until the server reaps it).
-    if self.returncode is None:
+    if self.poll() is None:
       try:
         os.kill(self.pid, sig)
       except ProcessLookupError:
         pass
+
+  def terminate(self) -> None:
+    self.send_signal(signal.SIGTERM)
 
   def kill(self) -> None:
     self.send_signal(signal.SIGKILL)
 
 
 class ForkServer:
-  """A process that imports `preload` once and forks a child per script run.
+  """A process that imports `preload` once and forks a child per program run.
 
   Args:
     preload: module names the server imports before forking anything.
-    env: the environment of the server and of every child.
-    cwd: the working directory of the server and of every child.
+    env: the environment of the server (default: this process's); also the
+      default environment of its children.
+    cwd: the working directory of the server; also the children's default.
     log_path: where the server's own output goes (default: discarded).
+    import_root: a directory on `sys.path` while the server imports
+      `preload` only (e.g. the repository root, which `python
+      tools/train.py` puts there itself); children start without it.
   """
 
-  def __init__(self, preload: Sequence[str], env: Optional[Dict[str, str]] = None,
-               cwd: Optional[str] = None, log_path: Optional[str] = None):
+  def __init__(self, preload: Sequence[str],
+               env: Optional[Mapping[str, str]] = None,
+               cwd: Optional[str] = None, log_path: Optional[str] = None,
+               import_root: Optional[str] = None):
+    self.env = dict(os.environ if env is None else env)
+    self.cwd = os.path.abspath(cwd or os.getcwd())
     log = open(log_path or os.devnull, "w")
     try:
       self._proc = subprocess.Popen(
-          [sys.executable, os.path.abspath(__file__), "--serve", *preload],
-          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
-          cwd=cwd)
+          [sys.executable, os.path.abspath(__file__), "--serve",
+           os.path.abspath(import_root) if import_root else "", *preload],
+          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+          env=self.env, cwd=self.cwd)
     finally:
       log.close()
+    self._lock = threading.Lock()  # One reader of the reply pipe at a time.
     self._buffer = b""
-    self._child: Optional[ForkedProcess] = None
-    ready = self._reply(timeout=300)
+    self._children: Dict[int, ForkedProcess] = {}
+    ready = self._next_reply(timeout=300)
     if ready != {"ready": True}:
       raise RuntimeError(f"fork server did not start: {ready!r}; see "
                          f"{log_path or 'its log (pass log_path=...)'}")
 
+  def spawn(self, args: Sequence[str], *, stdout_path: str, stderr_path: str,
+            env: Optional[Mapping[str, str]] = None,
+            cwd: Optional[str] = None) -> ForkedProcess:
+    """Runs `python *args` as a forked child.
+
+    Args:
+      args: what follows `python` on a command line: `[script, *argv]`,
+        `["-m", module, *argv]` or `["-c", code, *argv]`.
+      stdout_path: the file the child's standard output goes to (truncated).
+      stderr_path: the same for its standard error; the same path as
+        `stdout_path` interleaves both in one file.
+      env: the child's whole environment (default: the server's).
+      cwd: the child's working directory (default: the server's).
+
+    Returns:
+      The running child.
+    """
+    args = list(args)
+    if not args or (args[0] in ("-m", "-c") and len(args) < 2):
+      raise ValueError(f"nothing to run in {args!r}: pass [script, ...], "
+                       "['-m', module, ...] or ['-c', code, ...]")
+    if args[0] not in ("-m", "-c"):
+      args[0] = os.path.abspath(os.path.join(cwd or self.cwd, args[0]))
+    request = {"args": args, "stdout": os.path.abspath(stdout_path),
+               "stderr": os.path.abspath(stderr_path),
+               "env": dict(self.env if env is None else env),
+               "cwd": os.path.abspath(cwd or self.cwd)}
+    with self._lock:
+      self._proc.stdin.write((json.dumps(request) + "\n").encode())
+      self._proc.stdin.flush()
+      deadline = time.monotonic() + 60
+      while True:
+        reply = self._read_one(max(0.0, deadline - time.monotonic()))
+        if reply is None or "spawned" in reply:
+          break
+    if reply is None:
+      raise RuntimeError(f"fork server did not start {args[:2]}")
+    child = ForkedProcess(self, reply["spawned"], args)
+    self._children[child.pid] = child
+    return child
+
   def start(self, script: str, argv: Sequence[str],
             log_path: str) -> ForkedProcess:
-    """Runs `python script *argv` as a forked child; output to `log_path`."""
-    if self._child is not None and self._child.poll() is None:
-      raise RuntimeError(f"child {self._child.pid} is still running; wait for "
-                         "it (or kill it) before starting another")
-    request = {"script": os.path.abspath(script), "argv": list(argv),
-               "log": os.path.abspath(log_path)}
-    self._proc.stdin.write((json.dumps(request) + "\n").encode())
-    self._proc.stdin.flush()
-    reply = self._reply(timeout=60)
-    if reply is None or "pid" not in reply or "returncode" in reply:
-      raise RuntimeError(f"fork server did not start {script}: {reply!r}")
-    self._child = ForkedProcess(self, reply["pid"], [script, *argv])
-    return self._child
+    """Runs `python script *argv`; its stdout and stderr both to `log_path`."""
+    return self.spawn([script, *argv], stdout_path=log_path,
+                      stderr_path=log_path)
 
   def close(self) -> None:
-    """Kills a running child, then stops the server."""
-    if self._child is not None and self._child.returncode is None:
-      self._child.kill()
-      self._child.wait(timeout=60)
+    """Kills the children still running, then stops the server."""
+    for child in list(self._children.values()):
+      if child.returncode is None:
+        child.kill()
+        child.wait(timeout=60)
     if self._proc.poll() is None:
       self._proc.stdin.close()
       try:
@@ -137,13 +193,33 @@ class ForkServer:
     self._proc.stdout.close()
 
   def _await_exit(self, child: ForkedProcess, timeout: Optional[float]):
-    reply = self._reply(timeout)
-    if reply is not None:
-      if reply.get("pid") != child.pid or "returncode" not in reply:
-        raise RuntimeError(f"unexpected reply from the fork server: {reply!r}")
-      child.returncode = reply["returncode"]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while child.returncode is None:
+      left = None if deadline is None else deadline - time.monotonic()
+      if left is not None and left < 0:
+        return
+      # Another thread may be reading: then poll for its result.
+      if not self._lock.acquire(timeout=0.05 if left is None
+                                else min(0.05, left)):
+        continue
+      try:
+        if child.returncode is None:
+          self._read_one(0.05 if left is None else min(0.05, left))
+      finally:
+        self._lock.release()
+      if left == 0:
+        return
 
-  def _reply(self, timeout: Optional[float]) -> Optional[dict]:
+  def _read_one(self, timeout: Optional[float]) -> Optional[dict]:
+    """Reads one reply; records exits; returns it (None if none came)."""
+    reply = self._next_reply(timeout)
+    if reply is not None and "exited" in reply:
+      child = self._children.pop(reply["exited"], None)
+      if child is not None:
+        child.returncode = reply["returncode"]
+    return reply
+
+  def _next_reply(self, timeout: Optional[float]) -> Optional[dict]:
     """The server's next reply line, or None if none came within `timeout`."""
     deadline = None if timeout is None else time.monotonic() + timeout
     fd = self._proc.stdout.fileno()
@@ -160,56 +236,98 @@ class ForkServer:
     return json.loads(line)
 
 
-def _run_child(request: dict, replies) -> int:
-  """In the forked child: runs the script as `__main__`; its exit code."""
-  replies.close()  # The child's copy: the server's stays open.
-  log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-  os.dup2(log, 1)
-  os.dup2(log, 2)
-  os.close(log)
+def _redirect(fd: int, path: str, opened: Dict[str, int]) -> None:
+  if path not in opened:
+    opened[path] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+  os.dup2(opened[path], fd)
+
+
+def _become_child(request: dict, replies: int) -> None:
+  """In the forked child: takes the request's process state, runs it."""
+  os.close(replies)
+  os.environ.clear()
+  os.environ.update(request["env"])
+  os.chdir(request["cwd"])
+  opened: Dict[str, int] = {}
+  _redirect(1, request["stdout"], opened)
+  _redirect(2, request["stderr"], opened)
+  for fd in opened.values():
+    os.close(fd)
   null = os.open(os.devnull, os.O_RDONLY)
-  os.dup2(null, 0)
+  os.dup2(null, 0)  # Replaces the server's request pipe.
   os.close(null)
-  sys.argv = [request["script"], *request["argv"]]
-  sys.path[0] = os.path.dirname(request["script"])  # As `python script`.
-  try:
-    runpy.run_path(request["script"], run_name="__main__")
-  except SystemExit as e:
-    if e.code is None or isinstance(e.code, int):
-      return e.code or 0
-    print(e.code, file=sys.stderr)
-    return 1
-  return 0
+  args = request["args"]
+  # sys.path[0] as `python` sets it: the script's directory, else the
+  # working directory.
+  if args[0] == "-m":
+    sys.argv = [args[1], *args[2:]]  # runpy puts the module's path first.
+    sys.path[0] = request["cwd"]
+    runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+  elif args[0] == "-c":
+    sys.argv = ["-c", *args[2:]]
+    sys.path[0] = ""
+    main = types.ModuleType("__main__")
+    sys.modules["__main__"] = main
+    exec(compile(args[1], "<string>", "exec"), main.__dict__)  # pylint: disable=exec-used
+  else:
+    sys.argv = list(args)
+    sys.path[0] = os.path.dirname(args[0])
+    runpy.run_path(args[0], run_name="__main__")
 
 
-def _serve(preload: Sequence[str]) -> None:
+def _serve(import_root: str, preload: Sequence[str]) -> None:
   """The server loop: one JSON request per stdin line, replies on stdout."""
   import importlib  # pylint: disable=g-import-not-at-top
+  if import_root:
+    sys.path.insert(1, import_root)
   for name in preload:
     importlib.import_module(name)
-  replies = os.fdopen(os.dup(1), "w")
+  if import_root:
+    sys.path.remove(import_root)
+  replies = os.dup(1)
   os.dup2(2, 1)  # Stray prints of the server go to its log.
-  replies.write(json.dumps({"ready": True}) + "\n")
-  replies.flush()
-  for line in sys.stdin:
+
+  def reply(message: dict) -> None:
+    os.write(replies, (json.dumps(message) + "\n").encode())
+
+  reply({"ready": True})
+  requests = sys.stdin.fileno()
+  buffer = b""
+  running = set()
+  while True:
+    while running:
+      pid, status = os.waitpid(-1, os.WNOHANG)
+      if pid == 0:
+        break
+      running.discard(pid)
+      reply({"exited": pid, "returncode": os.waitstatus_to_exitcode(status)})
+    if b"\n" not in buffer:
+      timeout = _REAP_INTERVAL_S if running else None
+      if not select.select([requests], [], [], timeout)[0]:
+        continue
+      data = os.read(requests, 65536)
+      if not data:  # The client closed the pipe: done.
+        return
+      buffer += data
+      continue
+    line, buffer = buffer.split(b"\n", 1)
     request = json.loads(line)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-      # Leaves the server loop: the interpreter then exits as after
-      # `python script.py` (atexit handlers, non-daemon threads).
-      sys.exit(_run_child(request, replies))
-    replies.write(json.dumps({"pid": pid}) + "\n")
-    replies.flush()
-    _, status = os.waitpid(pid, 0)
-    replies.write(json.dumps({"pid": pid, "returncode":
-                              os.waitstatus_to_exitcode(status)}) + "\n")
-    replies.flush()
+      # The child leaves the server loop: when the program returns (or
+      # raises, or calls sys.exit) the interpreter exits as after
+      # `python program`.
+      _become_child(request, replies)
+      return
+    running.add(pid)
+    reply({"spawned": pid})
 
 
 if __name__ == "__main__":
-  if len(sys.argv) >= 2 and sys.argv[1] == "--serve":
-    _serve(sys.argv[2:])
+  if len(sys.argv) >= 3 and sys.argv[1] == "--serve":
+    _serve(sys.argv[2], sys.argv[3:])
   else:
-    sys.exit("usage: fork_server.py --serve MODULE... (started by ForkServer)")
+    sys.exit("usage: fork_server.py --serve IMPORT_ROOT MODULE... (started by "
+             "ForkServer)")

@@ -73,18 +73,59 @@ class ForkServerTest(absltest.TestCase):
     self.assertTrue(self.read(log).endswith("thread done\natexit ran\n"),
                     self.read(log))
 
-  def test_kill_timeout_poll_and_one_child_at_a_time(self):
+  def test_kill_timeout_poll_and_children_at_once(self):
     proc, _ = self.run_script("sleep")
     self.assertIsNone(proc.poll())
     with self.assertRaises(subprocess.TimeoutExpired):
       proc.wait(timeout=0.1)
-    with self.assertRaisesRegex(RuntimeError, "still running"):
-      self.run_script("exit", "0")
+    # Another child runs and ends while the first one sleeps.
+    other, log = self.run_script("exit", "4")
+    self.assertEqual(other.wait(timeout=60), 4)
+    self.assertIn("argv ['exit', '4']", self.read(log))
+    self.assertIsNone(proc.poll())
     proc.send_signal(signal.SIGKILL)
     self.assertEqual(proc.wait(timeout=60), -signal.SIGKILL)
     proc.kill()  # Already reported: a no-op.
     again, _ = self.run_script("exit", "0")  # The server goes on.
     self.assertEqual(again.wait(timeout=60), 0)
+
+  def test_stop_continue_and_terminate(self):
+    proc, _ = self.run_script("sleep")
+    proc.send_signal(signal.SIGSTOP)
+    proc.send_signal(signal.SIGCONT)
+    self.assertIsNone(proc.poll())
+    proc.terminate()
+    self.assertEqual(proc.wait(timeout=60), -signal.SIGTERM)
+
+  def test_request_env_cwd_and_separate_outputs(self):
+    elsewhere = self.create_tempdir().full_path
+    out, err = (os.path.join(self.tmp, n) for n in ("out.txt", "err.txt"))
+    env = dict(os.environ, FORK_SERVER_TEST="from the request")
+    proc = self.server.spawn([self.script, "raise"], stdout_path=out,
+                             stderr_path=err, env=env, cwd=elsewhere)
+    self.assertEqual(proc.wait(timeout=60), 1)
+    self.assertEqual(self.read(out), (
+        f"argv ['raise'] cwd {elsewhere} env from the request\n"
+        "preloaded True\n"))
+    self.assertIn("RuntimeError: boom", self.read(err))
+    self.assertNotIn("preloaded", self.read(err))
+
+  def test_module_and_code_like_python(self):
+    out = os.path.join(self.tmp, "out.txt")
+    code = ("import sys; print(__name__, sys.argv, sys.path[0] == '');"
+            "sys.exit(7)")
+    proc = self.server.spawn(["-c", code, "a", "b"], stdout_path=out,
+                             stderr_path=out)
+    self.assertEqual(proc.wait(timeout=60), 7)
+    self.assertEqual(self.read(out), "__main__ ['-c', 'a', 'b'] True\n")
+    with open(os.path.join(self.tmp, "some_mod.py"), "w") as f:
+      f.write("import sys\nprint(__name__, sys.argv[1:], sys.path[0])\n")
+    proc = self.server.spawn(["-m", "some_mod", "x"], stdout_path=out,
+                             stderr_path=out)
+    self.assertEqual(proc.wait(timeout=60), 0)
+    self.assertEqual(self.read(out), f"__main__ ['x'] {self.tmp}\n")
+    with self.assertRaisesRegex(ValueError, "nothing to run"):
+      self.server.spawn(["-m"], stdout_path=out, stderr_path=out)
 
   def test_server_that_cannot_import_says_so(self):
     log = os.path.join(self.tmp, "bad_server.log")

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 import textwrap
 from unittest import mock
@@ -47,6 +46,7 @@ from tools.trainer import tasks
 from tools.trainer import train_lib
 from tools.trainer import workdir_lock
 from configs import smoke
+import launch  # tests/launch.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
@@ -165,9 +165,9 @@ def find_hints(root):
 
 
 def run(*args, env=None, cwd=None):
-  return subprocess.run([sys.executable, *args], capture_output=True,
-                        text=True, timeout=600, check=False, cwd=cwd,
-                        env=dict(os.environ, **(env or {})))
+  """`python3 *args`, forked from a server that imported the trainer."""
+  return launch.run([sys.executable, *args], capture_output=True, text=True,
+                    timeout=600, cwd=cwd, env=dict(os.environ, **(env or {})))
 
 
 class HintsTest(absltest.TestCase):

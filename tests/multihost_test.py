@@ -1,6 +1,7 @@
 """Two processes on localhost (jax.distributed, gloo CPU collectives).
 
-Each test starts its own `tools/train.py` processes on 127.0.0.1 with a free
+Each test starts its own `tools/train.py` processes (forked from a server
+that imported the trainer once: tests/launch.py) on 127.0.0.1 with a free
 port and 2 (or 4) simulated CPU devices each, waits with a timeout, and
 kills them on failure. The result must match a one-process run of the same
 config (rtol 1e-5). Checkpoints are orbax checkpoints: each process writes
@@ -24,6 +25,7 @@ from tools.trainer import checkpoint
 from tools.trainer import pipeline
 from tools.trainer import train_lib
 from configs import smoke
+import launch  # tests/launch.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.py")
@@ -62,8 +64,7 @@ def run_processes(workdir=None, num_processes=2, devices_per_process=2,
   killed if the group is not done within `timeout`, or once one fails.
   """
   address = f"127.0.0.1:{free_port()}"
-  logdir = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
-  procs, files = [], []
+  procs = []
   try:
     for i in range(num_processes):
       if command is None:
@@ -73,11 +74,9 @@ def run_processes(workdir=None, num_processes=2, devices_per_process=2,
                 *extra_flags]
       else:
         argv = command(address, num_processes, i)
-      out = open(os.path.join(logdir, f"out{i}.txt"), "w+")
-      err = open(os.path.join(logdir, f"err{i}.txt"), "w+")
-      files.append((out, err))
-      procs.append(subprocess.Popen(
-          argv, stdout=out, stderr=err,
+      # Forked from a server that imported the trainer once.
+      procs.append(launch.Popen(
+          argv, stdout=launch.PIPE, stderr=launch.PIPE, text=True,
           env=env_for_process(devices_per_process)))
     deadline = time.monotonic() + timeout
     for p in procs:
@@ -93,14 +92,7 @@ def run_processes(workdir=None, num_processes=2, devices_per_process=2,
       if p.poll() is None:
         p.kill()
         p.wait()
-  results = []
-  for p, (out, err) in zip(procs, files):
-    out.seek(0)
-    err.seek(0)
-    results.append((p.returncode, out.read(), err.read()))
-    out.close()
-    err.close()
-  return results
+  return [(p.returncode, *p.communicate()) for p in procs]
 
 
 def final_leaves(workdir):
@@ -253,11 +245,11 @@ class MultiHostTest(absltest.TestCase):
       if step > 60:
         shutil.rmtree(checkpoint.checkpoint_path(
             os.path.join(one, "checkpoints"), step))
-    proc = subprocess.run(
+    proc = launch.run(
         [sys.executable, TRAIN, f"--config={SMOKE}", f"--workdir={one}",
          "--config.param_sharding=sharded"],
         env=env_for_process(8), capture_output=True, text=True,
-        timeout=TIMEOUT_S, check=False)
+        timeout=TIMEOUT_S)
     self.assertEqual(proc.returncode, 0, proc.stderr[-4000:])
     self.assertIn("(step 60)", proc.stdout)
     self.assertIn("on 8 device(s), 1 process(es)", proc.stdout)
@@ -299,12 +291,11 @@ class MultiHostTest(absltest.TestCase):
       self.assertEqual(part0 + part1, one.indices(b).tolist())
 
   def test_bad_multiprocess_flags_are_clear_errors(self):
-    proc = subprocess.run(
+    proc = launch.run(
         [sys.executable, TRAIN, f"--config={SMOKE}",
          f"--workdir={self.create_tempdir().full_path}",
          "--coordinator_address=127.0.0.1:1", "--num_processes=2"],
-        env=env_for_process(1), capture_output=True, text=True, timeout=120,
-        check=False)
+        env=env_for_process(1), capture_output=True, text=True, timeout=120)
     self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])  # Usage error.
     self.assertIn("process_id missing", proc.stderr)
     self.assertIn("--process_id=I", proc.stderr)

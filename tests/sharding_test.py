@@ -8,7 +8,6 @@ before JAX starts; this process may already have JAX with one device).
 import json
 import os
 import shutil
-import subprocess
 import sys
 from unittest import mock
 
@@ -23,6 +22,7 @@ from tools.trainer import checkpoint
 from tools.trainer import config_schema
 from tools.trainer import train_lib
 from configs import smoke
+import launch  # tests/launch.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.py")
@@ -41,11 +41,12 @@ def device_env(n):
 
 
 def run_binary(workdir, num_simulated_devices, *flags):
-  return subprocess.run(
+  """tools/train.py as a process (forked: tests/launch.py)."""
+  return launch.run(
       [sys.executable, os.path.join(ROOT, "tools", "train.py"),
        f"--config={SMOKE}", f"--workdir={workdir}", *flags],
       env=device_env(num_simulated_devices), capture_output=True, text=True,
-      timeout=240, check=False)
+      timeout=240)
 
 
 def final_leaves(workdir):
@@ -204,9 +205,8 @@ class DataParallelTest(absltest.TestCase):
       np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL)
 
   def test_library_checks_on_8_devices(self):
-    proc = subprocess.run([sys.executable, CHECKS], env=device_env(8),
-                          capture_output=True, text=True, timeout=240,
-                          check=False)
+    proc = launch.run([sys.executable, CHECKS], env=device_env(8),
+                      capture_output=True, text=True, timeout=240)
     self.assertEqual(proc.returncode, 0, proc.stderr[-4000:])
     self.assertIn("ALL OK", proc.stdout)
 

@@ -8,7 +8,6 @@ import random
 import re
 import shlex
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from tools.trainer import resume_config
 from tools.trainer import storage_checks
 from tools.trainer import train_lib
 from tools.trainer import workdir_lock
+import launch  # tests/launch.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
@@ -48,7 +48,11 @@ def metric_rows(workdir):
 
 
 class BinaryLifecycleTest(absltest.TestCase):
-  """Runs tools/train.py as a cluster would."""
+  """Runs tools/train.py as a cluster would.
+
+  Each run is a process of its own, forked from a server that imported the
+  trainer once (tests/launch.py).
+  """
 
   @classmethod
   def setUpClass(cls):
@@ -71,13 +75,12 @@ class BinaryLifecycleTest(absltest.TestCase):
 
   @classmethod
   def train(cls, workdir, *extra):
-    return subprocess.run(cls.command(workdir, *extra), capture_output=True,
-                          text=True, env=cls.env, cwd=ROOT, timeout=600)
+    return launch.run(cls.command(workdir, *extra), capture_output=True,
+                      text=True, env=cls.env, cwd=ROOT, timeout=600)
 
   def start(self, workdir, *extra):
-    proc = subprocess.Popen(self.command(workdir, *extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=self.env, cwd=ROOT)
+    proc = launch.Popen(self.command(workdir, *extra), stdout=launch.PIPE,
+                        stderr=launch.PIPE, text=True, env=self.env, cwd=ROOT)
     self.addCleanup(proc.kill)
     return proc
 

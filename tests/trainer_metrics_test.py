@@ -8,7 +8,6 @@ import doctest
 import glob
 import json
 import os
-import subprocess
 import sys
 
 from absl.testing import absltest
@@ -20,6 +19,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from tools.trainer import metrics
 from tools.trainer import plotting
+import launch  # tests/launch.py, beside this file
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -331,9 +331,10 @@ class PlottingTest(absltest.TestCase):
     self.assertEqual(plotting.run_title(self.workdir), "digits_cnn")
 
   def _cli(self, *args, env=None):
-    return subprocess.run(
+    """tools/plot_metrics.py as a process (forked: tests/launch.py)."""
+    return launch.run(
         [sys.executable, os.path.join(_REPO_ROOT, "tools", "plot_metrics.py"),
-         *args], capture_output=True, text=True, check=False,
+         *args], capture_output=True, text=True, timeout=300,
         env=dict(os.environ, **(env or {})))
 
   def test_command_line_usage_errors(self):
@@ -361,10 +362,8 @@ class PlottingTest(absltest.TestCase):
 
   def test_command_line(self):
     out = os.path.join(self.workdir, "cli.png")
-    result = subprocess.run(
-        [sys.executable, os.path.join(_REPO_ROOT, "tools", "plot_metrics.py"),
-         "--workdir", self.workdir, "--output", out, "--panels", "loss"],
-        capture_output=True, text=True, check=False)
+    result = self._cli("--workdir", self.workdir, "--output", out,
+                       "--panels", "loss")
     self.assertEqual(result.returncode, 0, result.stderr)
     self.assertEqual(result.stdout.strip(), out)
     self.assertEqual(matplotlib.image.imread(out).shape[:2], (400, 550))
