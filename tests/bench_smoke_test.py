@@ -152,7 +152,12 @@ class DataclassFloorTest(absltest.TestCase):
 class CompileBreakdownTest(absltest.TestCase):
 
   def test_command_splits_compile_time_per_row(self):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    # A persistent cache in the environment (tools/test.sh sets one for the
+    # suite) is not used: the command times real compilations.
+    cache = self.create_tempdir().full_path
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (_ROOT, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
@@ -167,6 +172,7 @@ class CompileBreakdownTest(absltest.TestCase):
     for line in proc.stdout.splitlines()[1:]:
       self.assertRegex(line, r"trace \d+\.\d+ .*lower \d+\.\d+ .*compile "
                        r"\d+\.\d+ .*total \d+\.\d+")
+    self.assertEqual(os.listdir(cache), [])
 
 
 class SameProgramTest(absltest.TestCase):
@@ -188,6 +194,16 @@ class SameProgramTest(absltest.TestCase):
         gpu, gpu.replace("393c46", "c5a83a").replace("jit_a", "jit_b")))
     self.assertFalse(measure.same_program(a, a.replace("f32[2]{0} neg",
                                                        "f16[2]{0} neg")))
+
+
+class MeasureDocTest(absltest.TestCase):
+
+  def test_examples(self):
+    import doctest  # pylint: disable=g-import-not-at-top
+    from tools.bench import measure  # pylint: disable=g-import-not-at-top
+    result = doctest.testmod(measure)
+    self.assertGreater(result.attempted, 0)
+    self.assertEqual(result.failed, 0)
 
 
 class SampleClockTest(absltest.TestCase):

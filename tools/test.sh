@@ -3,9 +3,11 @@
 # packages are installed:
 #   1. tools/setup.sh                   (installs bazel, pip, requirements.txt,
 #                                        pax_haiku itself, editable)
-#   2. bazel test //...                 (the Bazel path; flags in .bazelrc),
-#      then tools/check_bazel_dependency.sh (another workspace builds on
-#                                        @pax_haiku//tools/trainer)
+#   2. bazel test //...                 (the Bazel path; flags in .bazelrc;
+#                                        one persistent JAX compilation
+#                                        cache for every test process),
+#      beside it tools/check_bazel_dependency.sh (another workspace builds
+#                                        on @pax_haiku//tools/trainer)
 #   3. python3 -m pytest -q tests       (the pip path; only with
 #                                        PAX_TEST_PYTEST=1: it reruns the same
 #                                        files and doubles the time)
@@ -15,7 +17,9 @@
 #
 # Extra arguments go to `bazel test` (e.g. `bash tools/test.sh --config=...`).
 # Environment: BAZEL (default: bazel), PYTHON (default: python3), CI (when
-# set, the Bazel server is shut down at the end so no daemon outlives the run).
+# set, the Bazel server is shut down at the end so no daemon outlives the run),
+# PAX_TEST_JAX_CACHE (the tests' compilation cache directory, default
+# ~/.cache/pax_haiku/test_jax_cache; `none`: no shared cache).
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,12 +29,36 @@ PYTHON="${PYTHON:-python3}"
 bash tools/setup.sh || { echo "tools/test.sh: FAILED (tools/setup.sh)"; exit 1; }
 
 work="$(mktemp -d)"
-trap 'rm -rf "${work}"' EXIT
+dependency_pid=""
+trap '[[ -n "${dependency_pid}" ]] && kill "${dependency_pid}" 2>/dev/null; rm -rf "${work}"' EXIT
 
 # --- 1. Bazel ------------------------------------------------------------------
-echo "==> ${BAZEL} test //... $*"
 bazel_flags=()
 [[ -t 1 ]] || bazel_flags+=(--curses=no --color=no)
+# The test processes share one persistent JAX compilation cache: many of
+# them compile the same programs (the smoke config's training step, Haiku's
+# initializers of common shapes), and a program compiled once is read from
+# disk by the others. Keys are JAX's (the program, the XLA flags, the
+# versions), so an old entry is never used for a changed program; a cache
+# over 1 GiB is started afresh. PAX_TEST_JAX_CACHE=none turns it off.
+jax_cache="${PAX_TEST_JAX_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/pax_haiku/test_jax_cache}"
+if [[ "${jax_cache}" != none ]]; then
+  if [[ -d "${jax_cache}" ]] && (( $(du -sm "${jax_cache}" | cut -f1) > 1024 )); then
+    rm -rf "${jax_cache}"
+  fi
+  mkdir -p "${jax_cache}"
+  bazel_flags+=(--sandbox_writable_path="${jax_cache}"
+                --test_env=JAX_COMPILATION_CACHE_DIR="${jax_cache}"
+                --test_env=JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+                --test_env=JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0)
+fi
+
+# Another workspace depending on @pax_haiku//tools/trainer builds and trains
+# (its own Bazel server), beside the tests.
+BAZEL="${BAZEL}" bash tools/check_bazel_dependency.sh > "${work}/dependency.log" 2>&1 &
+dependency_pid=$!
+
+echo "==> ${BAZEL} test //... $*"
 start=${SECONDS}
 "${BAZEL}" test "${bazel_flags[@]}" "$@" //... 2>&1 | tee "${work}/bazel.log"
 bazel_rc=${PIPESTATUS[0]}
@@ -50,9 +78,11 @@ else
   [[ ${bazel_rc} == 4 ]] && echo "tools/test.sh: bazel found no test target, but tests/ exists: add BUILD targets (DEVELOPERS.md)"
 fi
 
-# Another workspace depending on @pax_haiku//tools/trainer builds and trains.
-echo "==> tools/check_bazel_dependency.sh"
-if ! BAZEL="${BAZEL}" bash tools/check_bazel_dependency.sh; then
+echo "==> tools/check_bazel_dependency.sh (ran beside the tests)"
+wait "${dependency_pid}"
+dependency_rc=$?
+cat "${work}/dependency.log"
+if [[ ${dependency_rc} != 0 ]]; then
   bazel_ok=0
 fi
 

@@ -20,6 +20,7 @@ from absl import flags
 import jax.numpy as jnp
 
 from tools.bench import frameworks
+from tools.bench import measure
 from tools.bench import workloads as wl_lib
 
 _WORKLOAD = flags.DEFINE_string("workload", "Wdeep", "Workload name.")
@@ -66,6 +67,7 @@ def breakdown(workload_name: str, rounds: int) -> Dict[str, Dict[str, float]]:
 
 def main(argv):
   del argv
+  measure.compile_for_real()
   result = breakdown(_WORKLOAD.value, _ROUNDS.value)
   base = result["haiku"]
   print(f"{_WORKLOAD.value}: median seconds over {_ROUNDS.value} rounds "

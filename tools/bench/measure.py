@@ -33,6 +33,20 @@ def sample_clock() -> float:
   return _sample_clock[0]()
 
 
+def compile_for_real() -> None:
+  """Turns off a persistent compilation cache set from the environment.
+
+  The benchmarks time compilations; with `JAX_COMPILATION_CACHE_DIR` set
+  (as `tools/test.sh` sets it for the test suite) JAX would read compiled
+  programs from disk instead. Call before the first compilation.
+
+  >>> compile_for_real()
+  >>> jax.config.jax_compilation_cache_dir is None
+  True
+  """
+  jax.config.update("jax_compilation_cache_dir", None)
+
+
 def block(tree: Any) -> None:
   """Waits for every array in `tree`."""
   jax.block_until_ready(jax.tree_util.tree_leaves(tree))

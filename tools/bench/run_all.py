@@ -1034,6 +1034,7 @@ def config_from_flags() -> Config:
 
 def main(argv):
   del argv
+  measure.compile_for_real()
   cfg = config_from_flags()
   results = run_benchmarks(cfg)
   text = markdown(results)
