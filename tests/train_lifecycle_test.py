@@ -61,7 +61,9 @@ class BinaryLifecycleTest(absltest.TestCase):
     cls.tmp = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
     cls.env = dict(
         os.environ, PYTHONPATH=ROOT,
-        JAX_COMPILATION_CACHE_DIR=os.path.join(cls.tmp, "jax_cache"),
+        # The suite's shared cache when tools/test.sh set one.
+        JAX_COMPILATION_CACHE_DIR=(os.environ.get("JAX_COMPILATION_CACHE_DIR")
+                                   or os.path.join(cls.tmp, "jax_cache")),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     cls.reference = os.path.join(cls.tmp, "reference")
