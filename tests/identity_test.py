@@ -2,6 +2,7 @@
 module kind pickles and deepcopies with an equal round trip."""
 
 import copy
+import functools
 import gc
 import importlib
 import pickle
@@ -54,6 +55,12 @@ class _Static(pax.Module):
 _ZOO = [(name, name) for name in module_zoo.ZOO]
 
 
+@functools.lru_cache(maxsize=None)
+def _built(name):
+  """Each zoo module is built once (modules are immutable: sharing is safe)."""
+  return module_zoo.ZOO[name][0]()
+
+
 class IdentityTest(parameterized.TestCase):
 
   def test_zoo_covers_every_public_module_class(self):
@@ -65,7 +72,7 @@ class IdentityTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*_ZOO)
   def test_type_is_an_importable_class(self, name):
-    module = module_zoo.ZOO[name][0]()
+    module = _built(name)
     cls = type(module)
     home = importlib.import_module(cls.__module__)
     self.assertIs(getattr(home, cls.__qualname__), cls)
@@ -90,8 +97,8 @@ class IdentityTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*_ZOO)
   def test_pickle_and_deepcopy_round_trip(self, name):
-    build, inputs = module_zoo.ZOO[name]
-    module = build()
+    inputs = module_zoo.ZOO[name][1]
+    module = _built(name)
     if isinstance(module, pax.Optimizer):
       with self.assertRaisesRegex(TypeError, r"pax\.save"):
         pickle.dumps(module)
