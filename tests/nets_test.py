@@ -65,12 +65,19 @@ class MLPTest(parameterized.TestCase):
       pax.nets.MLP(3, [4])(_x(2, 5))
 
 
-def _host_values(shape):
-  """Values for a leaf of that shape: positive floats, integers 1."""
-  if not jnp.issubdtype(shape.dtype, jnp.floating):
-    return jnp.ones(shape.shape, shape.dtype)
-  rng = np.random.RandomState(shape.size % 1000)
-  return jnp.asarray(rng.uniform(0.01, 0.1, shape.shape), shape.dtype)
+def _host_values(tree, positive):
+  """NumPy values for a tree of shapes: signed (or, for BatchNorm's moving
+  statistics, positive) floats; integers (counters) 1."""
+  rng = np.random.RandomState(0)
+
+  def value(shape):
+    if not jnp.issubdtype(shape.dtype, jnp.floating):
+      return jnp.ones(shape.shape, shape.dtype)
+    x = (rng.uniform(0.5, 1.5, shape.shape) if positive else
+         rng.normal(0.0, 0.1, shape.shape))
+    return jnp.asarray(x, shape.dtype)
+
+  return jax.tree_util.tree_map(value, tree)
 
 
 def _hk_resnet(cls, **kwargs):
@@ -95,9 +102,9 @@ class ResNetTest(parameterized.TestCase):
     # A plain Haiku checkpoint: the structure Haiku's own init creates, with
     # NumPy values (the values do not matter here; computing Haiku's 11M
     # initial values with XLA costs seconds on CPU).
-    shapes = jax.eval_shape(functools.partial(f.init, is_training=True),
-                            KEY, x)
-    params, state = jax.tree_util.tree_map(_host_values, shapes)
+    params, state = jax.eval_shape(
+        functools.partial(f.init, is_training=True), KEY, x)
+    params, state = _host_values(params, False), _host_values(state, True)
     # The pax net's structure, without paying for its own initialization.
     net = jax.eval_shape(lambda: pax.nets.ResNet18(
         3, 10, data_format="NHWC", padding="SAME"))
