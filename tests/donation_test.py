@@ -45,6 +45,13 @@ def _batch_loss(model, batch):
   return _mse(model, *batch)
 
 
+# One update function and one optax transformation for every test: the
+# optimizer holds the transformation as a static field, so tests stepping the
+# same model with the same (donating or plain) step share its compilation.
+_MSE_UPDATE = pax.build_update_fn(_mse)
+_TX = optax.adam(1e-2)
+
+
 def _mlp(width=16, depth=2, dim=4):
   layers = []
   for i in range(depth):
@@ -70,7 +77,7 @@ class _BNNet(pax.Module):
 def _make(kind):
   pax.seed_rng_key(3)
   net = _BNNet() if kind == "stateful" else _mlp()
-  return net, pax.from_optax(optax.adam(1e-2))(net.parameters())
+  return net, pax.from_optax(_TX)(net.parameters())
 
 
 def _data(n=N_STEPS, batch=8):
@@ -102,8 +109,8 @@ class JitUpdateTest(parameterized.TestCase):
   @parameterized.parameters("mlp", "stateful")
   def test_same_results_as_plain_jit_and_inputs_consumed(self, kind):
     net, opt = _make(kind)
-    plain = jax.jit(pax.build_update_fn(_mse))
-    donating = pax.jit_update(pax.build_update_fn(_mse))
+    plain = jax.jit(_MSE_UPDATE)
+    donating = pax.jit_update(_MSE_UPDATE)
     self.assertEqual(donating.donate_argnums, (0, 1))
     pn, po = net, opt
     dn, do = _copy((net, opt))
@@ -131,7 +138,7 @@ class JitUpdateTest(parameterized.TestCase):
   def test_matches_raw_haiku_optax_donated_step(self):
     net, opt = _make("mlp")
     f = pax.to_haiku(net)
-    tx = optax.adam(1e-2)
+    tx = _TX
     params, state = _copy((net.params, net.state))
     opt_state = tx.init(params)
 
@@ -145,7 +152,7 @@ class JitUpdateTest(parameterized.TestCase):
       updates, opt_state = tx.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), state, opt_state, loss
 
-    step = pax.jit_update(pax.build_update_fn(_mse))
+    step = pax.jit_update(_MSE_UPDATE)
     for x, y in zip(*_data()):
       params, state, opt_state, raw_loss = raw_step(params, state, opt_state,
                                                     x, y)
@@ -155,7 +162,7 @@ class JitUpdateTest(parameterized.TestCase):
 
   def test_stale_module_is_a_clear_error_and_the_fix_works(self):
     net, opt = _make("mlp")
-    step = pax.jit_update(pax.build_update_fn(_mse))
+    step = pax.jit_update(_MSE_UPDATE)
     x, y = (a[0] for a in _data(1))
     new_net, new_opt, _ = step(net, opt, x, y)
     with self.assertRaisesRegex(
@@ -177,7 +184,7 @@ class JitUpdateTest(parameterized.TestCase):
     net, opt, _ = step(net, opt, x, y)
     self.assertEqual(saved(x).shape, (8, 2))
     # ...or a step that does not donate.
-    keep = pax.jit_update(pax.build_update_fn(_mse), donate=False)
+    keep = pax.jit_update(_MSE_UPDATE, donate=False)
     self.assertEqual(keep.donate_argnums, ())
     new_net, new_opt, _ = keep(net, opt, x, y)
     self.assertTrue(all(_alive((net, opt))))
@@ -250,7 +257,7 @@ class JitUpdateTest(parameterized.TestCase):
     with self.assertRaisesRegex(
         TypeError, r"(?s)donate_argnums must be non-negative argument positions"
         r".*Fix: e.g. `donate_argnums=\(0, 1\)`"):
-      pax.jit_update(pax.build_update_fn(_mse), donate_argnums=bad)
+      pax.jit_update(_MSE_UPDATE, donate_argnums=bad)
     # The fix.
     self.assertEqual(pax.jit_update(pax.build_update_fn(_mse),
                                     donate_argnums=(0, 1)).donate_argnums,
@@ -258,7 +265,7 @@ class JitUpdateTest(parameterized.TestCase):
 
   def test_donated_arguments_must_be_passed_by_position(self):
     net, opt = _make("mlp")
-    step = pax.jit_update(pax.build_update_fn(_mse))
+    step = pax.jit_update(_MSE_UPDATE)
     x, y = (a[0] for a in _data(1))
     with self.assertRaisesRegex(
         TypeError, r"(?s)got 0 positional argument.*Fix: .*`update_fn\(model, "
@@ -272,7 +279,7 @@ class JitUpdateTest(parameterized.TestCase):
         lambda params: params, lambda g, s, p=None: (g, s))
     net = _mlp()
     opt = pax.from_optax(keep_params)(net.parameters())
-    step = pax.jit_update(pax.build_update_fn(_mse))
+    step = pax.jit_update(_MSE_UPDATE)
     x, y = (a[0] for a in _data(1))
     with self.assertRaisesRegex(
         ValueError, r"(?s)is both argument 0 at .* and argument 1 at .*Fix: .*"
@@ -320,7 +327,7 @@ class JitUpdateTest(parameterized.TestCase):
     net = _mlp(width=256, depth=3)
     opt = pax.from_optax(optax.adam(1e-3))(net.parameters())
     x, y = jnp.ones((8, 4)), jnp.zeros((8, 2))
-    step = pax.jit_update(pax.build_update_fn(_mse), donate=donate)
+    step = pax.jit_update(_MSE_UPDATE, donate=donate)
     net, opt, _ = step(net, opt, x, y)  # Compiled outside the count.
     size = _nbytes((net, opt))
     before = _live_bytes()

@@ -348,13 +348,13 @@ class RegistryTest(parameterized.TestCase):
       batch = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), *others)
       batched = lambda b: jax.vmap(lambda m: _call(name, m, *inputs)[1])(b)
       singles = [_call(name, m, *inputs)[1] for m in others]
-    else:  # A batch of inputs.
+    else:  # A batch of inputs (made with NumPy: eager jnp ops compile).
       second = jax.tree_util.tree_map(
-          lambda a: a if a.dtype in (jnp.bool_, jnp.uint32) else (
-              (a + 1) % 10 if jnp.issubdtype(a.dtype, jnp.integer) else
-              0.5 * a + 0.25), arrays)
-      batch = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), arrays,
-                                     second)
+          lambda a: a if a.dtype in (jnp.bool_, jnp.uint32) else jnp.asarray(
+              (np.asarray(a) + 1) % 10 if jnp.issubdtype(a.dtype, jnp.integer)
+              else 0.5 * np.asarray(a) + np.float32(0.25)), arrays)
+      batch = jax.tree_util.tree_map(
+          lambda a, b: jnp.asarray(np.stack([a, b])), arrays, second)
       batched = lambda b: jax.vmap(
           lambda a: _call(name, evaluated, *merge(a))[1])(b)
       singles = [_call(name, evaluated, *merge(a))[1]

@@ -69,7 +69,9 @@ class ApplyPolicyTest(parameterized.TestCase):
     self.assertEqual(_dtypes(lambda m, x: m(x), net, x,
                              primitive="conv_general_dilated"),
                      [(BF16, BF16)])
-    grads = jax.grad(lambda p: jnp.sum(net.update_parameters(p)(x)))(
+    # Dtypes only: traced, not run (an eager grad compiles every primitive).
+    grads = jax.eval_shape(
+        jax.grad(lambda p: jnp.sum(net.update_parameters(p)(x))),
         net.parameters())
     self.assertEqual({jnp.dtype(g.dtype) for g in jax.tree_util.tree_leaves(
         grads)}, {F32})
@@ -169,7 +171,7 @@ class DefaultPolicyTest(parameterized.TestCase):
     # Both norms normalize in float32.
     self.assertEqual(_dtypes(fn, net, x, primitive="rsqrt"), [(F32,)] * 2)
     self.assertEqual(_param_dtypes(net), {F32})
-    self.assertEqual(net(x).dtype, F32)
+    self.assertEqual(jax.eval_shape(net, x).dtype, F32)
     self.assertEqual(pax.get_mp_policy(net[0]).compute_dtype, BF16)
     self.assertEqual(pax.get_mp_policy(net[1]).compute_dtype, F32)
     self.assertIsNone(pax.get_mp_policy(net[2]))  # No parameters.

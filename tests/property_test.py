@@ -67,11 +67,27 @@ containers = st.recursive(
         st.dictionaries(st.sampled_from("kmpq"), inner, min_size=1,
                         max_size=3)),
     max_leaves=5)
-linears = st.builds(
-    lambda i, o, b, seed: pax.Linear(i, o, with_bias=b,
-                                     rng_key=jax.random.PRNGKey(seed)),
-    st.integers(1, 3), st.integers(1, 3), st.booleans(),
-    st.integers(0, 2**16))
+_LINEARS = {}
+
+
+def _linear(in_dim, out_dim, with_bias, seed):
+  """A `pax.Linear`, initialized once per configuration.
+
+  Each initialization runs Haiku's initializers (~10 ms); a configuration
+  drawn again gets a copy of the first layer with copies of its arrays (a
+  tree may hold a module or an array only once), so trees hold both freshly
+  built and unflattened layers.
+  """
+  key = (in_dim, out_dim, with_bias, seed)
+  if key not in _LINEARS:
+    _LINEARS[key] = pax.Linear(in_dim, out_dim, with_bias=with_bias,
+                               rng_key=jax.random.PRNGKey(seed))
+    return _LINEARS[key]
+  return jax.tree_util.tree_map(jnp.copy, _LINEARS[key])
+
+
+linears = st.builds(_linear, st.integers(1, 3), st.integers(1, 3),
+                    st.booleans(), st.integers(0, 3))
 statics = st.one_of(st.integers(-3, 3), st.sampled_from(["relu", "", "x y"]))
 
 

@@ -43,6 +43,10 @@ def _loss(model, x, y):
 
 _UPDATE = pax.build_update_fn(_loss)
 _JIT_UPDATE = jax.jit(_UPDATE)
+# One optax transformation for every worker: the optimizer holds it as a
+# static field, and each `optax.adam(...)` call makes new functions, so a
+# transformation per worker would recompile `_JIT_UPDATE` in every thread.
+_TX = optax.adam(1e-2)
 
 
 @pax.pure
@@ -71,7 +75,7 @@ def work(i):
   grown = _grow(counter, x[0])
   out += [counter.count, counter.total, grown.extra, grown.total]
   net = _net(i)
-  optimizer = pax.from_optax(optax.adam(1e-2))(net.parameters())
+  optimizer = pax.from_optax(_TX)(net.parameters())
   for _ in range(2):
     net, optimizer, loss = _UPDATE(net, optimizer, x, y)
     out.append(loss)

@@ -44,8 +44,8 @@ class Transformer(hk.Module):
   >>> f = hk.transform(lambda h: pax.nets.haiku_transformer.Transformer(
   ...     num_heads=2, num_layers=1)(h, is_training=False))
   >>> params = f.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 8)))
-  >>> f.apply(params, None, jnp.ones((1, 3, 8))).shape
-  (1, 3, 8)
+  >>> f.apply(params, None, jnp.ones((2, 3, 8))).shape
+  (2, 3, 8)
   """
 
   def __init__(self, num_heads: int, num_layers: int,

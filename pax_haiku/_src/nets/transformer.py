@@ -55,8 +55,8 @@ class Transformer(haiku_bridge.HaikuModule):
   `Transformer(dim, num_heads, num_layers, dropout_rate)`).
 
   >>> net = pax.nets.Transformer(8, num_heads=2, num_layers=1)
-  >>> net(jnp.ones((1, 3, 8))).shape
-  (1, 3, 8)
+  >>> net(jnp.ones((2, 3, 8))).shape
+  (2, 3, 8)
 
   Args:
     dim: model dimension D.
