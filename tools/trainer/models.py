@@ -170,18 +170,23 @@ def grad_norm(optimizer: Any) -> jax.Array:
   return optax.tree_utils.tree_get(optimizer.opt_state, "grad_norm")
 
 
-def optimizer_metrics(config: Any, optimizer: Any,
+def optimizer_metrics(schedule: optax.Schedule, optimizer: Any,
                       step: int) -> Dict[str, float]:
   """The learning rate and gradient norm of the update that made `step`.
 
-  `train/learning_rate` is the schedule's value for that update (the
+  `train/learning_rate` is `schedule`'s value for that update (the
   optimizer's count is `step - 1` there); `train/grad_norm` is the global
   norm of its gradients before clipping (`record_grad_norm`). Reading the
   norm may gather across processes: call it on every process.
+
+  Args:
+    schedule: `learning_rate_schedule(config)`, best jitted once per run
+      (evaluated eagerly, a schedule compiles one program per operation).
+    optimizer: the `pax.Optimizer` after that update.
+    step: the step the update made.
   """
   norm = grad_norm(optimizer)
-  return {"train/learning_rate":
-              float(learning_rate_schedule(config)(step - 1)),
+  return {"train/learning_rate": float(schedule(step - 1)),
           "train/grad_norm": float(pax.sharding.to_host(norm))}
 
 

@@ -327,6 +327,8 @@ def _train(config: Any, workdir: str, ckpt_dir: str,
 
   train_chunk = make_train_chunk(config, mesh, model, optimizer)
   eval_all = make_eval(config, mesh)
+  # The logged learning rate: one program instead of one per operation.
+  learning_rate_at = jax.jit(models.learning_rate_schedule(config))
   eval_set = _place_eval_set(pipeline.eval_batches(
       test_source, config.batch_size, config.eval_batches), mesh)
 
@@ -369,9 +371,10 @@ def _train(config: Any, workdir: str, ckpt_dir: str,
     step += k
     train_metrics = {f"train/{n}": float(v) for n, v in aux.items()}
     if step % config.log_every == 0 or step == config.num_steps:
-      writer.write(step, {**train_metrics,
-                          **models.optimizer_metrics(config, optimizer, step),
-                          "train/steps_per_sec": writer.steps_per_sec(step)})
+      writer.write(step, {
+          **train_metrics,
+          **models.optimizer_metrics(learning_rate_at, optimizer, step),
+          "train/steps_per_sec": writer.steps_per_sec(step)})
       if is_chief:
         logger.log(step, {n.split("/")[1]: v
                           for n, v in train_metrics.items()})
