@@ -94,9 +94,12 @@ def close_servers() -> None:
 
 
 def _forkable(args: Sequence[str], kwargs: Mapping[str, Any]) -> bool:
+  """A python command whose options a forked child can honour."""
   return (len(args) >= 2 and args[0] == sys.executable
           and not set(kwargs) - {"env", "cwd", "stdout", "stderr", "text",
-                                 "universal_newlines"})
+                                 "universal_newlines"}
+          and kwargs.get("stdout") in (None, PIPE)
+          and kwargs.get("stderr") in (None, PIPE, subprocess.STDOUT))
 
 
 class Popen:

@@ -101,6 +101,13 @@ class LaunchTest(absltest.TestCase):
                        input="hello", capture_output=True, text=True,
                        timeout=60)
     self.assertEqual(piped.stdout, "hello\n")
+    # Output to a file object: subprocess writes it there.
+    path = self.create_tempfile().full_path
+    with open(path, "w") as f:
+      launch.run([sys.executable, "-c", "print('to the file')"], stdout=f,
+                 timeout=60)
+    with open(path) as f:
+      self.assertEqual(f.read(), "to the file\n")
 
 
 if __name__ == "__main__":
