@@ -165,10 +165,12 @@ class ForkServer:
         reply = self._read_one(max(0.0, deadline - time.monotonic()))
         if reply is None or "spawned" in reply:
           break
-    if reply is None:
-      raise RuntimeError(f"fork server did not start {args[:2]}")
-    child = ForkedProcess(self, reply["spawned"], args)
-    self._children[child.pid] = child
+      if reply is None:
+        raise RuntimeError(f"fork server did not start {args[:2]}")
+      # Registered before the lock is released: another thread reading the
+      # replies may see this child's exit next.
+      child = ForkedProcess(self, reply["spawned"], args)
+      self._children[child.pid] = child
     return child
 
   def start(self, script: str, argv: Sequence[str],
