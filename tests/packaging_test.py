@@ -62,11 +62,12 @@ def lock_problems(ranges: List[str], pins: Dict[str, str],
 
 
 def all_ranges(pyproject: dict) -> List[str]:
+  """Every declared range: runtime, extras and the build system's."""
   project = pyproject["project"]
   ranges = list(project["dependencies"])
   for extra in project.get("optional-dependencies", {}).values():
     ranges += extra
-  return ranges
+  return ranges + list(pyproject.get("build-system", {}).get("requires", []))
 
 
 def top_level_imports(package_dir: str) -> set:

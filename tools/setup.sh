@@ -8,7 +8,8 @@
 #   * packages  -> `python3 -m pip install -r requirements.txt`, only when a
 #                  pin in requirements.txt is not satisfied by the installed
 #                  distribution of that name
-#   * pax_haiku -> `python3 -m pip install --no-deps -e .` (editable), only
+#   * pax_haiku -> `python3 -m pip install --no-deps --no-build-isolation -e .`
+#                  (editable, built with the pinned setuptools), only
 #                  when `import pax_haiku` from outside the checkout does not
 #                  already load this checkout's pax_haiku/
 #
@@ -158,7 +159,10 @@ if [[ "${SKIP_EDITABLE:-0}" != 1 ]]; then
     log "pax_haiku is installed (editable) from $(pwd -P)"
   else
     log "installing pax_haiku (editable) from $(pwd -P)${have:+ (it was: ${have})}"
-    pip_install --no-deps -e .
+    # Built with the pinned setuptools installed above: pip's default
+    # isolated build would first install setuptools into a throwaway
+    # environment (~12 s more on 2 cores).
+    pip_install --no-deps --no-build-isolation -e .
     have="$(pax_haiku_origin)"
     if [[ "${have}" != "${want}" ]]; then
       log "ERROR: after pip install -e ., import pax_haiku loads '${have}'"
