@@ -11,7 +11,6 @@ grain pipeline's position is in the checkpoint). The library entry point
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -22,6 +21,7 @@ import numpy as np
 from tools.trainer import checkpoint
 from tools.trainer import train_lib
 from configs import smoke
+import launch  # tests/launch.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
@@ -108,10 +108,15 @@ def write_package(root):
   return config
 
 
-def run(argv, cwd, env=None):
-  return subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True,
-                        text=True, timeout=600, check=False,
-                        env=dict(os.environ, **(env or {})))
+def run(argv, cwd):
+  """`python3 *argv` in `cwd` with the repository root on PYTHONPATH.
+
+  Each run is a process of its own, forked from a server that imported the
+  trainer once (tests/launch.py); one environment for all, so one server.
+  """
+  return launch.run([sys.executable, *argv], cwd=cwd, capture_output=True,
+                    text=True, timeout=600,
+                    env=dict(os.environ, PYTHONPATH=ROOT))
 
 
 def eval_records(workdir):
@@ -131,7 +136,7 @@ class CustomModelTest(absltest.TestCase):
     # The uninterrupted run, by the binary, from the package's directory.
     cls.whole = os.path.join(cls.pkg_root, "whole")
     cls.proc = run([TRAIN, f"--config={cls.config}", f"--workdir={cls.whole}"],
-                   cwd=cls.pkg_root, env={"PYTHONPATH": ROOT})
+                   cwd=cls.pkg_root)
 
   def test_binary_trains_a_package_outside_the_repository(self):
     self.assertEqual(self.proc.returncode, 0, self.proc.stderr[-3000:])
@@ -153,14 +158,14 @@ class CustomModelTest(absltest.TestCase):
 
   def test_killed_run_resumes_bit_identical(self):
     workdir = os.path.join(self.pkg_root, "killed")
-    env = {"PYTHONPATH": os.pathsep.join([ROOT, self.pkg_root])}
+    # The helper, like the binary, imports `mytask` from its directory.
     crashed = run([CRASH, self.config, workdir, "after_save", "20"],
-                  cwd=self.pkg_root, env=env)
+                  cwd=self.pkg_root)
     self.assertEqual(crashed.returncode, -9, crashed.stderr[-3000:])
     ckpt_dir = os.path.join(workdir, "checkpoints")
     self.assertEqual(checkpoint.checkpoint_steps(ckpt_dir), [20])
     resumed = run([TRAIN, f"--config={self.config}", f"--workdir={workdir}"],
-                  cwd=self.pkg_root, env={"PYTHONPATH": ROOT})
+                  cwd=self.pkg_root)
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
     self.assertIn("Resumed from", resumed.stdout)
     got = checkpoint.load_arrays(ckpt_dir, 60)

@@ -12,6 +12,10 @@ import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# As in tools/train.py: a config's model and dataset modules (e.g.
+# `--config.model=mytask.models:build`) import from the current directory.
+if os.getcwd() not in sys.path:
+  sys.path.append(os.getcwd())
 
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 from orbax.checkpoint._src.path import atomicity  # pylint: disable=wrong-import-position

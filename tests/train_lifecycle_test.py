@@ -31,6 +31,10 @@ TRAIN = os.path.join(ROOT, "tools", "train.py")
 SMOKE = os.path.join(ROOT, "configs", "smoke.py")
 NUM_SIGTERMS = 10
 SEED = 20261202
+# The binary's runs here: long enough that a signal sent once training runs
+# lands in the loop.
+LONGER = ("--config.num_steps=600", "--config.checkpoint_every=100",
+          "--config.eval_every=300")
 
 
 def final_state(workdir):
@@ -66,8 +70,9 @@ class BinaryLifecycleTest(absltest.TestCase):
                                    or os.path.join(cls.tmp, "jax_cache")),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    # The uninterrupted run that the runs of the lifecycle tests reproduce.
     cls.reference = os.path.join(cls.tmp, "reference")
-    proc = cls.train(cls.reference)
+    proc = cls.train(cls.reference, *LONGER)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
   @classmethod
@@ -99,24 +104,23 @@ class BinaryLifecycleTest(absltest.TestCase):
       time.sleep(0.02)
     self.fail(f"pid {pid} never took the lock of {workdir}")
 
-  def assert_same_run(self, workdir, reference=None):
-    reference = reference or self.reference
-    ref_step, ref = final_state(reference)
+  def assert_same_run(self, workdir):
+    ref_step, ref = final_state(self.reference)
     step, got = final_state(workdir)
     self.assertEqual(step, ref_step)
     self.assertEqual(sorted(got), sorted(ref))
     for name in ref:
       np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
-    self.assertEqual(metric_rows(workdir), metric_rows(reference))
+    self.assertEqual(metric_rows(workdir), metric_rows(self.reference))
 
   def test_second_run_on_a_workdir_exits_2_naming_the_holder(self):
     workdir = os.path.join(self.tmp, "two_runs")
-    first = self.start(workdir)
+    first = self.start(workdir, *LONGER)
     self.wait_for_lock(workdir, first.pid)
     # Paused, so that it holds the lock however fast it trains.
     first.send_signal(signal.SIGSTOP)
     try:
-      second = self.train(workdir)
+      second = self.train(workdir, *LONGER)
     finally:
       first.send_signal(signal.SIGCONT)
     self.assertEqual(second.returncode, 2, second.stderr[-2000:])
@@ -128,12 +132,6 @@ class BinaryLifecycleTest(absltest.TestCase):
     self.assert_same_run(workdir)
 
   def test_sigterm_at_seeded_moments_resumes_bit_identical(self):
-    # Long enough that a signal sent once training runs lands in the loop.
-    longer = ["--config.num_steps=600", "--config.checkpoint_every=100",
-              "--config.eval_every=300"]
-    reference = os.path.join(self.tmp, "sigterm_reference")
-    proc = self.train(reference, *longer)
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     rng = random.Random(SEED)
     workdir = tempfile.mkdtemp(dir=self.tmp)
     preempted = attempts = 0
@@ -142,7 +140,7 @@ class BinaryLifecycleTest(absltest.TestCase):
       self.assertLess(attempts, 3 * NUM_SIGTERMS, "runs keep ending first")
       resumed = checkpoint.latest_step(
           os.path.join(workdir, "checkpoints")) or 0
-      proc = self.start(workdir, *longer)
+      proc = self.start(workdir, *LONGER)
       self.wait_for_lock(workdir, proc.pid)
       self.wait_for_training(workdir, resumed, proc)
       time.sleep(rng.uniform(0.0, 0.3))
@@ -153,7 +151,7 @@ class BinaryLifecycleTest(absltest.TestCase):
       # usual; its work is complete.
       if proc.returncode == 0 or (proc.returncode == -signal.SIGTERM and
                                   done == 600):
-        self.assert_same_run(workdir, reference)
+        self.assert_same_run(workdir)
         workdir = tempfile.mkdtemp(dir=self.tmp)
         continue
       self.assertEqual(proc.returncode, lifecycle.PREEMPTED_EXIT_CODE,
@@ -162,9 +160,9 @@ class BinaryLifecycleTest(absltest.TestCase):
                            err).group(1))
       self.assertEqual(done, step)
       preempted += 1
-    proc = self.train(workdir, *longer)
+    proc = self.train(workdir, *LONGER)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assert_same_run(workdir, reference)
+    self.assert_same_run(workdir)
 
   def wait_for_training(self, workdir, resumed, proc, timeout=300):
     """Until metrics.jsonl has a record after step `resumed`."""

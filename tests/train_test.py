@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 
@@ -17,6 +16,7 @@ from tools.trainer import checkpoint
 from tools.trainer import config_schema
 from tools.trainer import train_lib
 from configs import smoke
+import launch  # tests/launch.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.py")
@@ -56,11 +56,15 @@ TRAIN_TAGS = ["train/accuracy", "train/grad_norm", "train/learning_rate",
               "train/loss", "train/steps_per_sec"]
 
 
+def run(*args):
+  """`python3 *args` as a process of its own, forked from a server that
+  imported the trainer once (tests/launch.py)."""
+  return launch.run([sys.executable, *args], capture_output=True, text=True,
+                    timeout=300)
+
+
 def run_helper(workdir, mode, step):
-  proc = subprocess.run(
-      [sys.executable, HELPER, SMOKE, workdir, mode, str(step)],
-      capture_output=True, text=True, timeout=300, check=False)
-  return proc
+  return run(HELPER, SMOKE, workdir, mode, str(step))
 
 
 class TrainTest(absltest.TestCase):
@@ -192,25 +196,18 @@ class TrainTest(absltest.TestCase):
 
   def test_binary_runs_from_the_command_line(self):
     workdir = self.create_tempdir().full_path
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "train.py"),
-         f"--config={SMOKE}", "--config.num_steps=20", f"--workdir={workdir}"],
-        capture_output=True, text=True, timeout=300, check=False)
+    proc = run(os.path.join(ROOT, "tools", "train.py"), f"--config={SMOKE}",
+               "--config.num_steps=20", f"--workdir={workdir}")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("Final test metrics after 20 steps", proc.stdout)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "train.py"),
-         f"--config={SMOKE}", "--config.batch_size=0", f"--workdir={workdir}"],
-        capture_output=True, text=True, timeout=300, check=False)
+    proc = run(os.path.join(ROOT, "tools", "train.py"), f"--config={SMOKE}",
+               "--config.batch_size=0", f"--workdir={workdir}")
     self.assertEqual(proc.returncode, 2)  # A usage error.
     self.assertIn("`batch_size` must be an integer >= 1", proc.stderr)
     self.assertNotIn("Traceback", proc.stderr)
 
   def test_help_lists_every_config_key(self):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools",
-                                                        "train.py"), "--help"],
-                          capture_output=True, text=True, timeout=300,
-                          check=False)
+    proc = run(os.path.join(ROOT, "tools", "train.py"), "--help")
     self.assertEqual(proc.returncode, 0, proc.stderr)
     for key in config_schema.KEYS:
       if key.name in config_schema.FREE_FORM_KEYS:
