@@ -39,9 +39,7 @@ script's file again, and a module that defines absl flags (tools/train.py)
 fails when its flags are defined a second time.
 """
 
-import atexit
 import gc
-import io
 import json
 import os
 import runpy
@@ -54,6 +52,8 @@ import time
 import traceback
 import types
 from typing import Dict, List, Mapping, Optional, Sequence
+
+import quick_exit  # tests/quick_exit.py, beside this file
 
 # How often the server looks for finished children while some run.
 _REAP_INTERVAL_S = 0.01
@@ -288,35 +288,6 @@ def _become_child(request: dict, replies: int) -> None:
     runpy.run_path(args[0], run_name="__main__")
 
 
-def _system_exit_code(error: SystemExit) -> int:
-  """The exit status `python` gives an uncaught `SystemExit`."""
-  if error.code is None:
-    return 0
-  if isinstance(error.code, int):
-    return error.code
-  try:
-    print(error.code, file=sys.stderr)
-  except Exception:  # pylint: disable=broad-except
-    pass
-  return 1
-
-
-def _flush_open_files() -> None:
-  """Flushes the files the program left open, as freeing them would.
-
-  The server's objects are frozen (`gc.freeze`), so this looks at the
-  child's own.
-  """
-  for obj in gc.get_objects():
-    if issubclass(type(obj), (io.BufferedWriter, io.BufferedRandom,
-                              io.TextIOWrapper)):
-      try:
-        if not obj.closed:
-          obj.flush()
-      except Exception:  # pylint: disable=broad-except
-        pass
-
-
 def _run_child(request: dict, replies: int) -> None:
   """In the forked child: runs the request's program, then exits like `python`.
 
@@ -331,7 +302,7 @@ def _run_child(request: dict, replies: int) -> None:
   try:
     _become_child(request, replies)
   except SystemExit as e:
-    code = _system_exit_code(e)
+    code = quick_exit.system_exit_code(e)
   except BaseException as e:  # pylint: disable=broad-except
     interrupted = isinstance(e, KeyboardInterrupt)
     try:
@@ -339,22 +310,7 @@ def _run_child(request: dict, replies: int) -> None:
     except Exception:  # pylint: disable=broad-except
       traceback.print_exc()
     code = 1
-  try:
-    threading._shutdown()  # pylint: disable=protected-access
-  except BaseException:  # pylint: disable=broad-except
-    traceback.print_exc()
-  atexit._run_exitfuncs()  # pylint: disable=protected-access
-  for stream in (sys.stdout, sys.stderr):
-    try:
-      if stream is not None:
-        stream.flush()
-    except Exception:  # pylint: disable=broad-except
-      code = 120
-  _flush_open_files()
-  if interrupted:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGINT)
-  os._exit(code & 0xFF)  # pylint: disable=protected-access
+  quick_exit.finish(code, interrupted)
 
 
 def _serve(import_root: str, preload: Sequence[str]) -> None:
@@ -413,10 +369,7 @@ if __name__ == "__main__":
     _serve(sys.argv[2], sys.argv[3:])
     # The client is done with it: exits as a child does (`_run_child`),
     # without freeing the preloaded modules.
-    atexit._run_exitfuncs()  # pylint: disable=protected-access
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # pylint: disable=protected-access
+    quick_exit.finish(0)
   else:
     sys.exit("usage: fork_server.py --serve IMPORT_ROOT MODULE... (started by "
              "ForkServer)")
