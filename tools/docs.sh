@@ -14,6 +14,10 @@
 # Environment:
 #   PYTHON   interpreter (default: python3 on PATH)
 #   DOCS_OUT output folder (default: build/docs/html)
+#   DOCS_REUSE_ENV=1  reuse the environment that the last build saved in
+#            DOCS_OUT instead of rereading every page: only the pages changed
+#            since are read, written and checked again (tests/docs_test.py's
+#            second build, on top of a full one; not a check of the site)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,6 +33,13 @@ if ! "${PYTHON}" -c "import sphinx, myst_parser, furo" 2>/dev/null; then
 fi
 
 # -W: warnings are errors; --keep-going: report all of them first; -n:
-# nitpicky (every cross-reference must resolve); -E: reread every page.
-"${PYTHON}" -m sphinx -b html -W --keep-going -n -E -q docs "${OUT}"
+# nitpicky (every cross-reference must resolve); -E: reread every page:
+# Sphinx warns about a page only when it reads or writes it, so a build that
+# reused the saved environment would pass a site whose unchanged pages still
+# have the problems an earlier build reported.
+FRESH=(-E)
+if [[ "${DOCS_REUSE_ENV:-0}" == 1 ]]; then
+  FRESH=()
+fi
+"${PYTHON}" -m sphinx -b html -W --keep-going -n "${FRESH[@]}" -q docs "${OUT}"
 echo "Built ${OUT}/index.html"

@@ -12,6 +12,8 @@ Sphinx, by tests/docs_test.py, which also runs the code blocks.
 * `code_blocks(path)`: the fenced code blocks of a Markdown page, and
   `guide_files()`: the pages whose blocks run (every page of docs/ outside
   docs/api/, plus the files they `{include}`).
+* As an extension it also keeps Python's cyclic garbage collector off what
+  the build holds until its end (`_freeze_live_objects`).
 
 >>> problems = api_problems()
 >>> problems
@@ -21,6 +23,7 @@ Sphinx, by tests/docs_test.py, which also runs the code blocks.
 """
 
 import dataclasses
+import gc
 import importlib
 import os
 import re
@@ -258,11 +261,35 @@ def _check_api(app) -> None:
     logger.warning("API coverage: %s", problem)
 
 
+def _freeze_live_objects(*args) -> None:
+  """Takes every object alive now out of the cyclic GC's collections.
+
+  Connected where what is alive stays alive to the end of the build: the
+  imported modules (jax, pax_haiku, Sphinx: 165,000 tracked objects) once the
+  builder is set up, the environment once every page is read, everything
+  once the build is done. Each full collection would otherwise walk all of
+  it again, as do the collections while the interpreter exits: a quarter
+  of the build's CPU time (17 -> 12.5 s). A frozen object is still freed
+  when its last reference goes (only cycles wait for the exit); the build's
+  peak memory and its HTML, byte for byte, are the same.
+
+  Args:
+    *args: the event's arguments (unused).
+  """
+  del args
+  gc.freeze()
+
+
 def setup(app):
   """Sphinx entry point: the API coverage check runs before reading pages;
   docstrings get their code spans unglued and classes their public bases;
-  the `{pax-config-keys}` directive lists the binary's config keys."""
+  the `{pax-config-keys}` directive lists the binary's config keys; the
+  garbage collector leaves the long-lived objects alone."""
   app.connect("builder-inited", _check_api)
+  # After the API check (priority 500), which imports pax_haiku.
+  app.connect("builder-inited", _freeze_live_objects, priority=900)
+  app.connect("env-updated", _freeze_live_objects, priority=900)
+  app.connect("build-finished", _freeze_live_objects, priority=900)
   app.connect("autodoc-process-docstring", _unglue_code)
   app.connect("autodoc-process-bases", _public_bases)
   app.add_directive("pax-config-keys", _config_keys_directive())
