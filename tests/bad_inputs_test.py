@@ -41,6 +41,7 @@ from tools.trainer import tasks
 from tools.trainer import train_lib
 from tools.trainer import workdir_lock
 import launch  # tests/launch.py, beside this file
+import quick_exit  # tests/quick_exit.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
@@ -1096,4 +1097,4 @@ class DocTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

@@ -16,6 +16,7 @@ import sys
 import tempfile
 
 from absl.testing import absltest
+import quick_exit  # tests/quick_exit.py, beside this file
 
 
 
@@ -231,4 +232,4 @@ class SampleClockTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

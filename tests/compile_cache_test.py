@@ -11,6 +11,7 @@ import pax_haiku as pax
 from pax_haiku._src import compilation_cache
 from tools.trainer import compile_cache
 from tools.trainer import config_schema
+import quick_exit  # tests/quick_exit.py, beside this file
 
 
 class EnableCompilationCacheTest(absltest.TestCase):
@@ -96,4 +97,4 @@ class BinaryCacheTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

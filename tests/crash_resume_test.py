@@ -33,6 +33,7 @@ import numpy as np
 
 from tools.trainer import checkpoint
 import fork_server  # tests/fork_server.py, beside this file
+import quick_exit  # tests/quick_exit.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 RUNNER = os.path.join(ROOT, "tests", "reliability_crash_runner.py")
@@ -179,4 +180,4 @@ class CrashResumeTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

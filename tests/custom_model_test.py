@@ -22,6 +22,7 @@ from tools.trainer import checkpoint
 from tools.trainer import train_lib
 from configs import smoke
 import launch  # tests/launch.py, beside this file
+import quick_exit  # tests/quick_exit.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
@@ -204,4 +205,4 @@ class CustomModelTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

@@ -9,6 +9,7 @@ import textwrap
 from absl.testing import absltest
 
 import fork_server  # tests/fork_server.py, beside this file
+import quick_exit  # tests/quick_exit.py, beside this file
 
 SCRIPT = textwrap.dedent("""\
     import atexit, os, sys, threading, time
@@ -141,4 +142,4 @@ class ForkServerTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

@@ -15,6 +15,7 @@ import numpy as np
 
 import pax_haiku as pax
 from pax_haiku._src import haiku_bridge
+import quick_exit  # tests/quick_exit.py, beside this file
 
 X = jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)
 KEY = jax.random.PRNGKey(0)
@@ -414,4 +415,4 @@ class HaikuDictTest(parameterized.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

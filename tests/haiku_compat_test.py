@@ -19,6 +19,7 @@ import jmp
 
 import pax_haiku
 from pax_haiku._src import haiku_compat
+import quick_exit  # tests/quick_exit.py, beside this file
 
 _PRIVATE_PACKAGES = ("haiku._src", "jax._src")
 
@@ -264,4 +265,4 @@ class TraceStateTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

@@ -2,7 +2,6 @@
 
 import pickle
 
-from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import haiku as hk
@@ -13,6 +12,7 @@ import jmp
 import numpy as np
 
 import pax_haiku as pax
+import quick_exit  # tests/quick_exit.py, beside this file
 
 F32, BF16 = jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)
 HALF = jmp.get_policy("params=float32,compute=bfloat16,output=float32")
@@ -208,4 +208,4 @@ class DefaultPolicyTest(parameterized.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

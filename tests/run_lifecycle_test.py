@@ -20,6 +20,7 @@ from tools.trainer import preemption
 from tools.trainer import resume_config
 from tools.trainer import storage_checks
 from tools.trainer import workdir_lock
+import quick_exit  # tests/quick_exit.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -202,4 +203,4 @@ class StorageChecksTest(parameterized.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

@@ -7,7 +7,6 @@ only change is `opax.adam(1e-4)(net.parameters())`, written here
 
 import doctest
 
-from absl.testing import absltest
 from absl.testing import parameterized
 import haiku as hk
 import jax
@@ -16,6 +15,7 @@ import numpy as np
 import optax
 
 import pax_haiku as pax
+import quick_exit  # tests/quick_exit.py, beside this file
 
 PARAMETERS_METHOD = """
 >>> class Linear(pax.Module):
@@ -131,4 +131,4 @@ class SeedDocTest(parameterized.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

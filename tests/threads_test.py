@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 import pax_haiku as pax
+import quick_exit  # tests/quick_exit.py, beside this file
 
 NUM_THREADS = 8
 ROUNDS = 2
@@ -181,4 +182,4 @@ class ThreadsTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

@@ -17,6 +17,7 @@ from tools.trainer import config_schema
 from tools.trainer import train_lib
 from configs import smoke
 import launch  # tests/launch.py, beside this file
+import quick_exit  # tests/quick_exit.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.py")
@@ -226,4 +227,4 @@ class TrainTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

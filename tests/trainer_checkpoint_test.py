@@ -30,6 +30,7 @@ from tools.trainer import data as data_lib
 from tools.trainer import models
 from tools.trainer import train_lib
 import launch  # tests/launch.py, beside this file
+import quick_exit  # tests/quick_exit.py, beside this file
 
 # Shared by this test and the child process it SIGKILLs: the tree saved at
 # `step` is a pure function of `step`, so any restored checkpoint can be
@@ -618,4 +619,4 @@ class KillTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tools.trainer import metrics
 from tools.trainer import plotting
 import launch  # tests/launch.py, beside this file
+import quick_exit  # tests/quick_exit.py, beside this file
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -370,4 +371,4 @@ class PlottingTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

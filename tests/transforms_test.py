@@ -1,6 +1,5 @@
 """Tests for `pax.grad`, `pax.value_and_grad` and `pax.scan`."""
 
-from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import haiku as hk
@@ -9,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pax_haiku as pax
+import quick_exit  # tests/quick_exit.py, beside this file
 
 
 def _mlp(x):
@@ -294,4 +294,4 @@ class ScanErrorsTest(parameterized.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()
