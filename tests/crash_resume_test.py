@@ -33,6 +33,7 @@ import numpy as np
 
 from tools.trainer import checkpoint
 import fork_server  # tests/fork_server.py, beside this file
+import launch  # tests/launch.py, beside this file
 import quick_exit  # tests/quick_exit.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
@@ -65,11 +66,11 @@ class CrashResumeTest(absltest.TestCase):
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     self.runs = 0
-    # The modules the runner imports.
+    # The modules the runner imports, and those a run imports on first use.
     self.server = fork_server.ForkServer(
         ["orbax.checkpoint._src.path.atomicity", "configs.smoke",
          "tools.trainer.checkpoint", "tools.trainer.checkpoint_manifest",
-         "tools.trainer.train_lib"],
+         "tools.trainer.train_lib", *launch.FIRST_USE],
         env=self.env, cwd=ROOT,
         log_path=os.path.join(self.tmp, "fork_server.log"))
     self.addCleanup(self.server.close)

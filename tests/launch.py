@@ -33,19 +33,21 @@ import fork_server  # tests/fork_server.py, beside this file
 
 PIPE = subprocess.PIPE
 
+# What a training run imports on first use, each forked child again unless
+# its server did: the MLIR dialects JAX loads at its first lowering (~0.25 s
+# of CPU: _mhlo_ops_gen defines ~280 classes), the built-in datasets and
+# tensorboardX's hparams protos. Pinned jaxlib has these modules; after an
+# upgrade that moves one, the server's ImportError names it: drop it here.
+FIRST_USE = ("jaxlib.mlir.dialects.mhlo", "jaxlib.mlir.dialects.builtin",
+             "tools.trainer.datasets", "tensorboardX.proto.api_pb2",
+             "tensorboardX.proto.plugin_hparams_pb2")
+
 # What the tools import: the trainer, its configs and checkpoints, the CLI
-# helpers and the plotting (matplotlib) of tools/plot_metrics.py. Then what
-# a run imports on first use, each forked child again: the MLIR dialects JAX
-# loads at its first lowering (~0.25 s of CPU: _mhlo_ops_gen defines ~280
-# classes), the built-in datasets and tensorboardX's hparams protos. Pinned
-# jaxlib has these modules; after an upgrade that moves one, the server's
-# ImportError names it: drop it here.
+# helpers and the plotting (matplotlib) of tools/plot_metrics.py.
 PRELOAD = ("ml_collections.config_flags", "tools.cli",
            "tools.trainer.train_lib", "tools.trainer.checkpoint_legacy",
            "tools.trainer.compile_cache", "tools.trainer.plotting",
-           "jaxlib.mlir.dialects.mhlo", "jaxlib.mlir.dialects.builtin",
-           "tools.trainer.datasets", "tensorboardX.proto.api_pb2",
-           "tensorboardX.proto.plugin_hparams_pb2")
+           *FIRST_USE)
 
 # Variables a child may set for itself: read by the programs when they run,
 # not by the preloaded modules at import (XLA reads XLA_FLAGS when the
