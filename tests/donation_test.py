@@ -453,11 +453,10 @@ class TrainerDonationTest(absltest.TestCase):
     root = tempfile.mkdtemp()
     plain, plain_curve, plain_result = self._train(
         os.path.join(root, "plain"), False)
-    donated, donated_curve, _ = self._train(os.path.join(root, "donated"),
-                                            True)
-    # Interrupted after the step-20 checkpoint: drop the later one, resume.
+    # The donated run, then, as if interrupted after its step-20
+    # checkpoint: drop the later one and resume in the same directory.
     resumed_dir = os.path.join(root, "resumed")
-    self._train(resumed_dir, True)
+    donated, donated_curve, _ = self._train(resumed_dir, True)
     shutil.rmtree(checkpoint.checkpoint_path(
         os.path.join(resumed_dir, "checkpoints"), 40))
     resumed, resumed_curve, resumed_result = self._train(resumed_dir, True)

@@ -51,9 +51,13 @@ CASES = {
     "orthogonal": (_conv(I.Orthogonal()), _CONV_INPUT),
     "batch_norm": (lambda x: hk.BatchNorm(True, True, 0.9)(
         x, is_training=True), (jnp.arange(12.).reshape(3, 4),)),
-    "lstm": (lambda x: hk.LSTM(6)(x, hk.LSTM(6).initial_state(2)),
-             (jnp.ones((2, 5)),)),
-    "embed": (lambda t: hk.Embed(10, 4)(t), (jnp.zeros((3,), jnp.int32),)),
+    # Weight (6 + 2, 4 * 2) = (8, 8), as in "attention" (one random program
+    # per weight shape).
+    "lstm": (lambda x: hk.LSTM(2)(x, hk.LSTM(2).initial_state(2)),
+             (jnp.ones((2, 6)),)),
+    # (5, 7): linear_default's weight shape, whose per-shape random program
+    # is compiled already.
+    "embed": (lambda t: hk.Embed(5, 7)(t), (jnp.zeros((3,), jnp.int32),)),
     "layer_norm": (lambda x: hk.LayerNorm(-1, True, True)(x),
                    (jnp.ones((2, 5)),)),
     "attention": (lambda x: hk.MultiHeadAttention(2, 4, w_init_scale=1.0)(
@@ -91,10 +95,12 @@ class InitTest(parameterized.TestCase):
 
   def test_rng_used_in_the_forward_pass(self):
     # The forward pass draws a key before the MLP's initializers run: the
-    # key splits are run eagerly too, so their keys are Haiku's.
+    # key splits are run eagerly too, so their keys are Haiku's. (Weights of
+    # shape (8, 8), as in the "attention" case: Haiku's reference compiles
+    # one random program per shape.)
     def f(x):
-      return hk.dropout(hk.next_rng_key(), 0.5, hk.nets.MLP([4, 3])(x))
-    x = jnp.ones((2, 5))
+      return hk.dropout(hk.next_rng_key(), 0.5, hk.nets.MLP([8, 8])(x))
+    x = jnp.ones((2, 8))
     got = haiku_init.init(f, KEY, (x,), {})
     want = hk.transform_with_state(f).init(KEY, x)
     chex.assert_trees_all_equal_structs(got, want)
@@ -106,8 +112,17 @@ class InitTest(parameterized.TestCase):
     chex.assert_trees_all_close(got, _haiku_init("linear_default"), rtol=1e-6)
 
   def test_one_random_program_for_every_shape(self):
-    # Weights from 1 to 2**17 elements: XLA compiles one random program
-    # per distribution, not one per shape.
+    # Weights from 1 to 140,000 elements: XLA compiles one random program
+    # per distribution, not one per shape, and the chunks give Haiku's
+    # values. haiku_init._random runs ceil(n / _CHUNK) chunks of
+    # _CHUNK = 32,768 elements and cuts the last one at n; the sizes are its
+    # cases: one element (one chunk, all but one of its values cut), exactly
+    # one chunk (nothing cut) and 140,000 (four chunks and 8,928 elements of
+    # a fifth: every chunk boundary below it is crossed, and the last chunk
+    # is cut). ("linear_many_chunks" above is another cut multi-chunk case.)
+    # Each size costs Haiku's reference a compile of its own (~1.2 s of CPU
+    # at XLA's default flags).
+    self.assertEqual(haiku_init._CHUNK, 32_768)  # pylint: disable=protected-access
     def build(n):
       return haiku_init.init(lambda x: hk.Linear(n)(x), KEY,
                              (jnp.ones((1, 1)),), {})
@@ -122,7 +137,7 @@ class InitTest(parameterized.TestCase):
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-      built = {n: build(n) for n in (1, 7, 1000, 1025, 4096, 140_000)}
+      built = {n: build(n) for n in (1, 32_768, 140_000)}
     finally:
       jax.monitoring.unregister_event_duration_listener(listener)
     self.assertEqual(compiles, [])

@@ -314,8 +314,11 @@ class ModuleTest(parameterized.TestCase):
         self.k = k
         self.w = jnp.ones(1)
 
+    # Every `Scaled` layout has the same hash (that of its shape): each call
+    # looks its layout up among all those cached before it, by equality.
+    # (Each new layout is a compilation, ~35 ms of CPU.)
     identity = jax.jit(lambda m: m)
-    wrong = [k for k in range(300) if identity(Scaled(k)).k != k]
+    wrong = [k for k in range(100) if identity(Scaled(k)).k != k]
     self.assertEqual(wrong, [])
     for k in (1, 1.0, True, 0, False, 0.0):
       out = identity(Scaled(k)).k
