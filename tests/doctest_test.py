@@ -4,7 +4,6 @@ import doctest
 import importlib
 import pkgutil
 
-from absl.testing import absltest
 from absl.testing import parameterized
 import haiku as hk
 import jax
@@ -14,6 +13,7 @@ import optax
 
 import pax_haiku
 import pax_haiku as pax
+import quick_exit  # tests/quick_exit.py, beside this file
 
 
 def _module_names():
@@ -47,4 +47,4 @@ class DoctestTest(parameterized.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

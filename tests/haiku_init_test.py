@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import haiku as hk
@@ -15,6 +14,7 @@ import numpy as np
 
 import pax_haiku as pax
 from pax_haiku._src import haiku_init
+import quick_exit  # tests/quick_exit.py, beside this file
 
 I = hk.initializers
 KEY = jax.random.PRNGKey(42)
@@ -171,4 +171,4 @@ class InitTest(parameterized.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

@@ -19,6 +19,7 @@ import optax
 import pax_haiku as pax
 from pax_haiku._src import module_layout
 import module_zoo  # tests/module_zoo.py, beside this file
+import quick_exit  # tests/quick_exit.py, beside this file
 
 
 def _subclass_count() -> int:
@@ -234,4 +235,4 @@ class LazyFieldsTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

@@ -10,6 +10,7 @@ from unittest import mock
 from absl.testing import absltest
 
 import launch  # tests/launch.py, beside this file
+import quick_exit  # tests/quick_exit.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
@@ -111,4 +112,4 @@ class LaunchTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

@@ -18,7 +18,6 @@ import functools
 import inspect
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import haiku as hk
@@ -27,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pax_haiku as pax
+import quick_exit  # tests/quick_exit.py, beside this file
 
 RTOL = 1e-6
 KEY = jax.random.PRNGKey(0)
@@ -789,4 +789,4 @@ class InitializerFormTest(parameterized.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

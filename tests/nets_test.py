@@ -1,6 +1,5 @@
 """pax.nets: plain Haiku parameters load into the pax nets, same outputs."""
 
-from absl.testing import absltest
 from absl.testing import parameterized
 import functools
 import inspect
@@ -12,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pax_haiku as pax
+import quick_exit  # tests/quick_exit.py, beside this file
 
 KEY = jax.random.PRNGKey(42)
 
@@ -280,4 +280,4 @@ class TransformerTest(parameterized.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pax_haiku as pax
+import quick_exit  # tests/quick_exit.py, beside this file
 
 _SETTINGS = dict(derandomize=True, deadline=None, database=None,
                  print_blob=True)
@@ -220,4 +221,4 @@ class PropertyTest(absltest.TestCase):
 
 
 if __name__ == "__main__":
-  absltest.main()
+  quick_exit.main()
