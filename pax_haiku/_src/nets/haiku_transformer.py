@@ -43,8 +43,8 @@ class Transformer(hk.Module):
 
   >>> f = hk.transform(lambda h: pax.nets.haiku_transformer.Transformer(
   ...     num_heads=2, num_layers=1)(h, is_training=False))
-  >>> params = f.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 8)))
-  >>> f.apply(params, None, jnp.ones((2, 3, 8))).shape
+  >>> params = jax.jit(f.init)(jax.random.PRNGKey(0), jnp.zeros((1, 1, 8)))
+  >>> jax.jit(f.apply)(params, None, jnp.ones((2, 3, 8))).shape
   (2, 3, 8)
   """
 
@@ -120,8 +120,8 @@ class TransformerLM(hk.Module):
   >>> f = hk.transform(lambda t: pax.nets.haiku_transformer.TransformerLM(
   ...     vocab_size=11, model_dim=8, num_heads=2, num_layers=1,
   ...     max_len=5)(t, is_training=False))
-  >>> params = f.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))
-  >>> f.apply(params, None, jnp.zeros((2, 3), jnp.int32)).shape
+  >>> params = jax.jit(f.init)(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))
+  >>> jax.jit(f.apply)(params, None, jnp.zeros((2, 3), jnp.int32)).shape
   (2, 3, 11)
   """
 
