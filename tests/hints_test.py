@@ -49,6 +49,10 @@ from configs import smoke
 import launch  # tests/launch.py, beside this file
 import quick_exit  # tests/quick_exit.py, beside this file
 
+# tools/plot_metrics.py runs several times here: the fork servers import
+# its matplotlib once.
+launch.also_preload(launch.PLOTTING)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
 PLOT = os.path.join(ROOT, "tools", "plot_metrics.py")

@@ -42,12 +42,14 @@ FIRST_USE = ("jaxlib.mlir.dialects.mhlo", "jaxlib.mlir.dialects.builtin",
              "tools.trainer.datasets", "tensorboardX.proto.api_pb2",
              "tensorboardX.proto.plugin_hparams_pb2")
 
-# What the tools import: the trainer, its configs and checkpoints, the CLI
-# helpers and the plotting (matplotlib) of tools/plot_metrics.py.
-PRELOAD = ("ml_collections.config_flags", "tools.cli",
+# What the tools import: the trainer, its configs and checkpoints and the
+# CLI helpers. Not tools/plot_metrics.py's plotting: matplotlib costs a
+# server ~1 s of CPU, and only a test that runs the plot command several
+# times gets that back (`also_preload(PLOTTING)`).
+PRELOAD = ["ml_collections.config_flags", "tools.cli",
            "tools.trainer.train_lib", "tools.trainer.checkpoint_legacy",
-           "tools.trainer.compile_cache", "tools.trainer.plotting",
-           *FIRST_USE)
+           "tools.trainer.compile_cache", *FIRST_USE]
+PLOTTING = "tools.trainer.plotting"
 
 # Variables a child may set for itself: read by the programs when they run,
 # not by the preloaded modules at import (XLA reads XLA_FLAGS when the
@@ -60,6 +62,11 @@ RUNTIME_VARIABLES = frozenset({
 _servers: Dict[Tuple[Tuple[str, str], ...], fork_server.ForkServer] = {}
 _servers_lock = threading.Lock()
 _output_dir: Optional[str] = None
+
+
+def also_preload(*modules: str) -> None:
+  """Adds modules for the servers started from now on to import."""
+  PRELOAD.extend(m for m in modules if m not in PRELOAD)
 
 
 def _import_environment(env: Mapping[str, str]) -> Tuple[Tuple[str, str], ...]:
@@ -81,7 +88,7 @@ def _server_for(env: Mapping[str, str]) -> fork_server.ForkServer:
       server_env.setdefault("MPLCONFIGDIR", os.path.join(_outputs(),
                                                          "matplotlib"))
       _servers[key] = fork_server.ForkServer(
-          PRELOAD, env=server_env, cwd=root, import_root=root,
+          tuple(PRELOAD), env=server_env, cwd=root, import_root=root,
           log_path=os.path.join(_outputs(), f"server_{len(_servers)}.log"))
     return _servers[key]
 

@@ -12,6 +12,10 @@ from absl.testing import absltest
 import launch  # tests/launch.py, beside this file
 import quick_exit  # tests/quick_exit.py, beside this file
 
+# The servers import matplotlib, as hints_test's do: the test of a server
+# without a writable home needs it.
+launch.also_preload(launch.PLOTTING)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
 
@@ -49,9 +53,10 @@ class LaunchTest(absltest.TestCase):
     self.assertEqual(plain.stdout, "float32 3 ['a']\n", plain.stderr)
     self.assertEqual(plain.stderr, "to stderr\n")
     # JAX reads JAX_ENABLE_X64 at import: the run gets a server of its own.
-    # With no writable home there, matplotlib (preloaded) would make a
-    # temporary config directory in that server and delete it at every
-    # child's exit: two runs show that the children leave it alone.
+    # With no writable home there, matplotlib (preloaded, see the top of
+    # this file) would make a temporary config directory in that server and
+    # delete it at every child's exit: two runs show that the children leave
+    # it alone.
     not_a_dir = self.create_tempfile().full_path
     x64_env = dict(env, JAX_ENABLE_X64="1", HOME=not_a_dir,
                    XDG_CONFIG_HOME=not_a_dir, XDG_CACHE_HOME=not_a_dir)

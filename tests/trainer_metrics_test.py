@@ -22,6 +22,10 @@ from tools.trainer import plotting
 import launch  # tests/launch.py, beside this file
 import quick_exit  # tests/quick_exit.py, beside this file
 
+# tools/plot_metrics.py runs several times here: the fork servers import
+# its matplotlib once.
+launch.also_preload(launch.PLOTTING)
+
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
