@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pax_haiku as pax
+from pax_haiku._src import context
 from pax_haiku._src import module_layout
 import quick_exit  # tests/quick_exit.py, beside this file
 
@@ -405,6 +406,23 @@ class ModuleTest(parameterized.TestCase):
     np.testing.assert_array_equal(a.weight, b.weight)
     with self.assertRaisesRegex(TypeError, "seed_rng_key expects"):
       pax.seed_rng_key("7")
+
+  def test_host_made_keys_equal_jax_prng_keys(self):
+    """The library's keys (made on the host) are jax.random.PRNGKey's."""
+    for seed in (0, 1, 7, 2**16 + 3, 2**31 - 2, 2**31 - 1):
+      want = jax.random.PRNGKey(seed)
+      got = context.prng_key(seed)
+      self.assertEqual((got.dtype, got.shape), (want.dtype, want.shape))
+      np.testing.assert_array_equal(got, want, err_msg=str(seed))
+      self.assertEqual(got.committed, want.committed)
+    # Outside the range: JAX's own.
+    np.testing.assert_array_equal(context.prng_key(2**40),
+                                  jax.random.PRNGKey(2**40))
+    pax.seed_rng_key(3)
+    key = context.next_rng_key()
+    pax.seed_rng_key(3)
+    np.testing.assert_array_equal(
+        key, jax.random.PRNGKey(context._STATE.rng.randint(0, 2**31 - 1)))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ import collections
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pax_haiku._src import context
 from pax_haiku._src import haiku_compat
@@ -31,6 +32,18 @@ TRANSFORMED_CACHE_SIZE = 256
 
 # `_needs_rng` of a layer signature (`haiku_init.signature`), LRU-bounded.
 _NEEDS_RNG: "collections.OrderedDict[Any, bool]" = collections.OrderedDict()
+
+
+def sample_input(shape: Sequence[int], dtype: Any = float) -> np.ndarray:
+  """Zeros of `shape` for a layer's `__init__` to run Haiku's init on.
+
+  A NumPy array: building a layer then runs no device program for its
+  sample input, where `jnp.zeros` compiles one per new shape (~35 ms each on
+  two cores, a third of a small MLP's construction in a fresh process).
+  `dtype` as JAX would make it (`float`: float32, or float64 with
+  `jax_enable_x64`), so the init traces exactly as with `jnp.zeros`.
+  """
+  return np.zeros(tuple(shape), jax.dtypes.canonicalize_dtype(dtype))
 
 
 @functools.lru_cache(maxsize=TRANSFORMED_CACHE_SIZE)

@@ -64,7 +64,8 @@ class MLP(haiku_bridge.HaikuModule):
         hk.nets.MLP, self.output_sizes, w_init=w_init, b_init=b_init,
         with_bias=bool(with_bias), activation=activation,
         activate_final=bool(activate_final), name=name)
-    self._init_haiku(fn, (jnp.zeros((1, input_dim)),), {}, rng_key)
+    self._init_haiku(fn, (haiku_bridge.sample_input((1, input_dim)),), {},
+                     rng_key)
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:
     return _common.relative_attr(bundle, name)

@@ -174,7 +174,8 @@ class ResNet(haiku_bridge.HaikuModule):
     call = (_PaxPaddedCall if self.padding == "pax" else
             haiku_bridge.HaikuModuleCall)
     fn = call(hk_class, num_classes=num_classes, **kwargs)
-    x = jnp.zeros((1, _SAMPLE_SIZE, _SAMPLE_SIZE, input_channels))
+    x = haiku_bridge.sample_input(
+        (1, _SAMPLE_SIZE, _SAMPLE_SIZE, input_channels))
     self._init_haiku(fn, (x,), {"is_training": True}, rng_key)
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:

@@ -87,8 +87,8 @@ class Transformer(haiku_bridge.HaikuModule):
     fn = haiku_bridge.HaikuModuleCall(
         haiku_transformer.Transformer, num_heads, num_layers,
         self.dropout_rate, widening_factor, name=name)
-    self._init_haiku(fn, (jnp.zeros((1, 1, dim)),), {"is_training": True},
-                     rng_key)
+    self._init_haiku(fn, (haiku_bridge.sample_input((1, 1, dim)),),
+                     {"is_training": True}, rng_key)
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:
     return _common.relative_attr(bundle, name)
@@ -158,7 +158,7 @@ class TransformerLM(haiku_bridge.HaikuModule):
     fn = haiku_bridge.HaikuModuleCall(
         haiku_transformer.TransformerLM, vocab_size, dim, num_heads,
         num_layers, max_len, self.dropout_rate, widening_factor, name=name)
-    tokens = jnp.zeros((1, 1), jnp.int32)
+    tokens = haiku_bridge.sample_input((1, 1), jnp.int32)
     self._init_haiku(fn, (tokens,), {"is_training": True}, rng_key)
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:

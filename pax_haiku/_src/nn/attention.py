@@ -94,7 +94,7 @@ class MultiHeadAttention(haiku_bridge.HaikuModule):
         hk.MultiHeadAttention, self.num_heads, self.key_size, w_init=w_init,
         with_bias=bool(with_bias), b_init=b_init, value_size=self.value_size,
         model_size=self.model_size, name=name)
-    x = jnp.zeros((1, 1, self.input_dim))
+    x = haiku_bridge.sample_input((1, 1, self.input_dim))
     self._init_haiku(fn, (x, x, x), {}, rng_key)
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:

@@ -100,7 +100,8 @@ class _BatchNorm(haiku_bridge.HaikuModule):
     sample[-1 if channels_last else 1] = num_channels
     # Like Haiku code, parameters are created in training mode (Haiku cannot
     # create the moving averages in test mode).
-    self._init_haiku(fn, (jnp.zeros(sample),), {"is_training": True}, None)
+    self._init_haiku(fn, (haiku_bridge.sample_input(sample),),
+                     {"is_training": True}, None)
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:
     if role == haiku_naming.STATE:

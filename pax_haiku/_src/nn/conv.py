@@ -133,7 +133,7 @@ class _Conv(_ConvBase):
       sample = (1,) + spatial + (in_features,)
     else:
       sample = (1, in_features) + spatial
-    self._init_haiku(fn, (jnp.zeros(sample),), {}, rng_key)
+    self._init_haiku(fn, (haiku_bridge.sample_input(sample),), {}, rng_key)
 
 
 class _ConvTranspose(_ConvBase):
@@ -176,7 +176,7 @@ class _ConvTranspose(_ConvBase):
       sample = (1,) * (n + 1) + (in_features,)
     else:
       sample = (1, in_features) + (1,) * n
-    self._init_haiku(fn, (jnp.zeros(sample),), {}, rng_key)
+    self._init_haiku(fn, (haiku_bridge.sample_input(sample),), {}, rng_key)
 
 
 class Conv1D(_Conv):

@@ -95,7 +95,8 @@ class Dropout(haiku_bridge.HaikuModule):
     self.dropout_rate = _checks.rate("Dropout", "dropout_rate", dropout_rate,
                                      "pax.Dropout(0.1)")
     fn = _DropoutFn(self.dropout_rate, broadcast_dims)
-    self._init_haiku(fn, (jnp.zeros(()),), {"is_training": True}, rng_key)
+    self._init_haiku(fn, (haiku_bridge.sample_input(()),),
+                     {"is_training": True}, rng_key)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if not self.training or self.dropout_rate == 0:

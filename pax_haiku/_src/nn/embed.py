@@ -49,7 +49,8 @@ class Embed(haiku_bridge.HaikuModule):
     fn = haiku_bridge.HaikuModuleCall(hk.Embed, vocab_size, embed_dim,
                                       w_init=w_init, lookup_style=lookup_style,
                                       name=name)
-    self._init_haiku(fn, (jnp.zeros((1,), jnp.int32),), {}, rng_key)
+    self._init_haiku(fn, (haiku_bridge.sample_input((1,), jnp.int32),), {},
+                     rng_key)
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:
     return "weight"

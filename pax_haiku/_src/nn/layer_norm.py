@@ -96,7 +96,7 @@ class LayerNorm(haiku_bridge.HaikuModule):
         eps=self.eps, scale_init=scale_init, offset_init=offset_init,
         use_fast_variance=bool(use_fast_variance), name=name)
     rank = _min_rank(self.axis)
-    sample = jnp.zeros((1,) * (rank - 1) + (num_channels,))
+    sample = haiku_bridge.sample_input((1,) * (rank - 1) + (num_channels,))
     self._init_haiku(fn, (sample,), {}, None)
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:
@@ -200,7 +200,7 @@ class GroupNorm(haiku_bridge.HaikuModule):
     self.input_ndim = rank if self._channel_axis() == 1 else None
     sample = [1] * rank
     sample[self._channel_axis()] = num_channels
-    self._init_haiku(fn, (jnp.zeros(sample),), {}, None)
+    self._init_haiku(fn, (haiku_bridge.sample_input(sample),), {}, None)
 
   def _channel_axis(self) -> int:
     return -1 if self.data_format in ("channels_last", "N...C") else 1

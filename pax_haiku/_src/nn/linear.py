@@ -52,7 +52,7 @@ class Linear(haiku_bridge.HaikuModule):
                                           b_init=b_init)
     fn = haiku_bridge.HaikuModuleCall(hk.Linear, out_dim, with_bias=with_bias,
                                       w_init=w_init, b_init=b_init, name=name)
-    self._init_haiku(fn, (jnp.zeros((1, in_dim)),), {}, rng_key)
+    self._init_haiku(fn, (haiku_bridge.sample_input((1, in_dim)),), {}, rng_key)
 
   def _haiku_attr_name(self, bundle: str, name: str, role: str) -> str:
     return _checks.leaf_rename(name)
