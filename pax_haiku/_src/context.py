@@ -117,7 +117,8 @@ def prng_key(seed: int) -> jax.Array:
   through `jax.random.PRNGKey`.
 
   >>> import numpy as np
-  >>> np.array_equal(prng_key(42), jax.random.PRNGKey(42))
+  >>> from pax_haiku._src import context
+  >>> np.array_equal(context.prng_key(42), jax.random.PRNGKey(42))
   True
   """
   if (0 <= seed < 2**31 and
