@@ -56,7 +56,7 @@ def finish(code: int, interrupted: bool = False) -> NoReturn:
   a failed flush of stdout/stderr makes the status 120. `interrupted` (an
   uncaught KeyboardInterrupt) ends the process by SIGINT instead.
   Private stdlib calls: `threading._shutdown` and `atexit._run_exitfuncs`
-  are what the interpreter itself calls at exit (CPython 3.8-3.13); a
+  are what the interpreter itself calls at exit (CPython 3.11 here); a
   rename would fail here with an AttributeError, in every test.
   """
   try:
