@@ -59,11 +59,14 @@ def finish(code: int, interrupted: bool = False) -> NoReturn:
   are what the interpreter itself calls at exit (CPython 3.11 here); a
   rename would fail here with an AttributeError, in every test.
   """
+  # Looked up outside the `try`: a missing name fails loudly.
+  join_threads = threading._shutdown  # pylint: disable=protected-access
+  run_atexit = atexit._run_exitfuncs  # pylint: disable=protected-access
   try:
-    threading._shutdown()  # pylint: disable=protected-access
+    join_threads()
   except BaseException:  # pylint: disable=broad-except
     traceback.print_exc()
-  atexit._run_exitfuncs()  # pylint: disable=protected-access
+  run_atexit()
   for stream in (sys.stdout, sys.stderr):
     try:
       if stream is not None:
