@@ -9,7 +9,9 @@ checkpoint save (orbax writing the arrays in its background thread, before
 orbax's atomic rename, after it but before the manifest, with the manifest
 half written, before or while pruning old checkpoints). Each kill
 is followed by a restart in the same workdir; a workdir whose run finishes is
-compared with the reference and a new one is started. After 20 kills the last
+compared with the reference and a new one is started. The first kill is
+always in the first save, before its manifest (the restart then has no
+finished checkpoint and starts afresh). After 20 kills the last
 workdir is run to completion. Every finished workdir must hold the reference's
 final checkpoint bit for bit (model, optimizer and data position).
 
@@ -143,6 +145,10 @@ class CrashResumeTest(absltest.TestCase):
     finished = []
     chain = 0
     workdir = os.path.join(self.tmp, "chain_0")
+    # The first kill is fixed: in the first save, after orbax's commit and
+    # before the manifest, so the restart finds no finished checkpoint.
+    self.kill_inside_save(workdir, 1, "before_manifest")
+    kills.append("chain 0 from step None: save #1 at before_manifest")
     while len(kills) < NUM_KILLS:
       latest = checkpoint.latest_step(os.path.join(workdir, "checkpoints"),
                                       verify_integrity=True)

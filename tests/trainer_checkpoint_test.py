@@ -223,6 +223,33 @@ class CheckpointTest(parameterized.TestCase):
                                   "All 1 checkpoints .* are damaged"):
         checkpoint.restore_latest(self.dir, make_tree(0, big=10))
 
+  def test_only_unfinished_saves_start_afresh(self):
+    # A run killed in its first save, after orbax's commit and before the
+    # manifest, has no finished work: resuming starts from scratch.
+    self._save_steps([1, 2])
+    for step in ("1", "2"):
+      os.remove(os.path.join(self.dir, step, checkpoint.MANIFEST_FILE))
+    with self.assertRaises(checkpoint.UnfinishedCheckpointError):
+      checkpoint.verify(self.dir, 2)
+    with self.assertLogs(level="WARNING") as logs:
+      self.assertIsNone(
+          checkpoint.restore_latest(self.dir, make_tree(0, big=10)))
+    self.assertIn("save of step(s) 1, 2 was interrupted", logs.output[-1])
+    # Saving the step again replaces the unfinished one.
+    checkpoint.save(self.dir, 1, make_tree(1, big=10))
+    restored = checkpoint.restore_latest(self.dir, make_tree(0, big=10))
+    self.assertEqual(restored.step, 1)
+    _assert_trees_equal(self, restored.tree, make_tree(1, big=10))
+
+  def test_damage_beside_unfinished_saves_is_still_an_error(self):
+    self._save_steps([1, 2])
+    os.remove(checkpoint.array_files(os.path.join(self.dir, "1"))[0])
+    os.remove(os.path.join(self.dir, "2", checkpoint.MANIFEST_FILE))
+    with self.assertLogs(level="WARNING"):
+      with self.assertRaisesRegex(checkpoint.CheckpointError,
+                                  "All 2 checkpoints .* are damaged"):
+        checkpoint.restore_latest(self.dir, make_tree(0, big=10))
+
   def test_mismatch_names_first_leaf_and_does_not_fall_back(self):
     self._save_steps([1, 2])
     other = make_tree(0, big=10)

@@ -59,7 +59,7 @@ from tools.trainer import checkpoint_names as names_lib
 
 __all__ = [
     "ARRAYS_ITEM", "META_ITEM", "MANIFEST_FILE", "CheckpointError",
-    "CheckpointManager", "Restored", "checkpoint_path", "checkpoint_steps",
+    "UnfinishedCheckpointError", "CheckpointManager", "Restored", "checkpoint_path", "checkpoint_steps",
     "array_files", "json_sha256", "latest_step", "load_arrays",
     "read_metadata", "restore", "restore_latest", "save", "verify",
 ]
@@ -68,6 +68,7 @@ ARRAYS_ITEM = "arrays"
 META_ITEM = "meta"
 MANIFEST_FILE = checkpoint_manifest.MANIFEST_FILE
 CheckpointError = checkpoint_manifest.CheckpointError
+UnfinishedCheckpointError = checkpoint_manifest.UnfinishedCheckpointError
 json_sha256 = checkpoint_manifest.json_sha256
 _TRASH_PREFIX = ".trash_step_"
 _ABANDONED_PREFIX = "abandoned_step_"
@@ -306,7 +307,7 @@ class CheckpointManager:
     try:
       return self._restore(path, step, like)
     except CheckpointError as e:
-      raise CheckpointError(
+      raise type(e)(
           f"{e}\nFix: restore an intact checkpoint instead "
           "(`restore_latest` skips damaged ones), or move this one away; "
           "`verify(directory, step)` checks one without loading it.") from e
@@ -341,8 +342,14 @@ class CheckpointManager:
     (it is not a damaged file: falling back would silently load another
     run).
 
+    When every step is an unfinished save (a run killed during its first
+    save, after orbax's commit and before the manifest), there is no
+    finished work to resume: this warns and returns None, so the run starts
+    afresh; saving that step again replaces the unfinished directory.
+
     Returns:
-      The `Restored` checkpoint, or None if the directory holds none.
+      The `Restored` checkpoint, or None if the directory holds none, or
+      only unfinished saves.
 
     Raises:
       ValueError: if the newest intact checkpoint does not match `like`, or
@@ -353,6 +360,7 @@ class CheckpointManager:
     """
     _check_not_legacy(self.directory)
     problems = []
+    unfinished = []
     for step in reversed(checkpoint_steps(self.directory)):
       try:
         restored = self.restore(step, like)
@@ -361,11 +369,20 @@ class CheckpointManager:
                         "previous one.", checkpoint_path(self.directory, step),
                         e)
         problems.append(f"{step}: {e}")
+        if isinstance(e, UnfinishedCheckpointError):
+          unfinished.append(step)
         continue
       if problems:
         logging.warning("Restored checkpoint %s after skipping %d damaged "
                         "newer one(s).", restored.path, len(problems))
       return restored
+    if problems and len(unfinished) == len(problems):
+      logging.warning(
+          "No finished checkpoint in %s: the save of step(s) %s was "
+          "interrupted before its manifest was written. Starting from "
+          "scratch; saving that step again replaces it.", self.directory,
+          ", ".join(map(str, sorted(unfinished))))
+      return None
     if problems:
       raise CheckpointError(
           f"All {len(problems)} checkpoints in {self.directory} are damaged:"

@@ -6,8 +6,10 @@ disk, a bad copy, bit rot) would be read back silently. After orbax has
 committed step `S`, the writer adds `S/pax_manifest.json`: the size and
 sha256 of every file of the step, the name, shape and dtype of every array,
 and a sha256 of the manifest itself. A step without a valid manifest, or
-whose files differ from it, is damaged (or its save was interrupted between
-the commit and the manifest) and is never restored.
+whose files differ from it, is never restored: a step without a manifest is
+an unfinished save (interrupted between orbax's commit and the manifest,
+`UnfinishedCheckpointError`), any other mismatch is damage
+(`CheckpointError`).
 """
 
 import hashlib
@@ -17,8 +19,8 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 from pax_haiku._src import atomic_write
 
-__all__ = ["MANIFEST_FILE", "CheckpointError", "json_sha256", "read_verified",
-           "write"]
+__all__ = ["MANIFEST_FILE", "CheckpointError", "UnfinishedCheckpointError",
+           "json_sha256", "read_verified", "write"]
 
 FORMAT = "pax_haiku.trainer.checkpoint/2"
 MANIFEST_FILE = "pax_manifest.json"
@@ -27,6 +29,14 @@ _HASH_CHUNK = 1 << 20
 
 class CheckpointError(ValueError):
   """A checkpoint that is missing files, truncated or corrupted."""
+
+
+class UnfinishedCheckpointError(CheckpointError):
+  """A committed step without its manifest: its save was interrupted.
+
+  The manifest is the last file a save writes, so a step directory without
+  one is a save that a kill or crash cut short after orbax's commit.
+  """
 
 
 def json_sha256(obj: Any) -> str:
@@ -94,7 +104,7 @@ def read_verified(step_dir: str, step: int) -> Dict[str, Any]:
     with open(path) as f:
       record = json.load(f)
   except FileNotFoundError as e:
-    raise CheckpointError(
+    raise UnfinishedCheckpointError(
         f"{path} is missing: the save was interrupted before it completed, "
         "or the checkpoint was damaged.") from e
   except (OSError, ValueError) as e:
