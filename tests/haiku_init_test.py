@@ -146,6 +146,32 @@ class InitTest(parameterized.TestCase):
           KEY, jnp.ones((1, 1)))
       chex.assert_trees_all_equal(got, want)
 
+  @parameterized.parameters("normal", "truncated_normal")
+  def test_host_scaling_equals_haikus_two_programs(self, kind):
+    # `_scale` computes `stddev * x + mean` with NumPy on the CPU backend;
+    # it must give the bits of the two eager programs Haiku runs, including
+    # XLA's flush of float32 denormals to signed zeros.
+    tiny = np.finfo(np.float32).tiny
+    special = np.array([0., -0., tiny, -tiny, tiny / 3, -tiny / 3, 1e-39,
+                        -1e-45, 1.0, -2.5, 3e38, -3e38, np.inf, -np.inf,
+                        np.nan], np.float32)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([special, rng.standard_normal(1000).astype(np.float32),
+                        (rng.standard_normal(1000) * 1e-30).astype(
+                            np.float32)])
+    for a, b in [(0.01, 0.), (1e-10, -1e-38), (2.0, 1e-39), (-3.0, 0.5),
+                 (tiny / 2, 0.), (1e30, 1e38)]:
+      a, b = np.float32(a), np.float32(b)
+      if kind == "truncated_normal":
+        want = haiku_init._add(haiku_init._mul(a, x), b)  # pylint: disable=protected-access
+      else:
+        want = haiku_init._add(b, haiku_init._mul(a, x))  # pylint: disable=protected-access
+      got = haiku_init._scale(kind, jnp.asarray(x), a, b)  # pylint: disable=protected-access
+      self.assertEqual(got.dtype, np.float32)
+      np.testing.assert_array_equal(got.view(np.uint32),
+                                    np.asarray(want).view(np.uint32),
+                                    err_msg=f"a={a}, b={b}")
+
   def test_pax_layer_equals_haiku(self):
     layer = pax.Conv2D(1, 2, 3, rng_key=KEY)
     want = hk.transform(lambda x: hk.Conv2D(2, 3)(x)).init(

@@ -41,21 +41,27 @@ bazel_flags=()
 # disk by the others. Keys are JAX's (the program, the XLA flags, the
 # versions), so an old entry is never used for a changed program; a cache
 # over 1 GiB is started afresh. PAX_TEST_JAX_CACHE=none turns it off.
+cache_env=()
 jax_cache="${PAX_TEST_JAX_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/pax_haiku/test_jax_cache}"
 if [[ "${jax_cache}" != none ]]; then
   if [[ -d "${jax_cache}" ]] && (( $(du -sm "${jax_cache}" | cut -f1) > 1024 )); then
     rm -rf "${jax_cache}"
   fi
   mkdir -p "${jax_cache}"
-  bazel_flags+=(--sandbox_writable_path="${jax_cache}"
-                --test_env=JAX_COMPILATION_CACHE_DIR="${jax_cache}"
-                --test_env=JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
-                --test_env=JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0)
+  cache_env=(JAX_COMPILATION_CACHE_DIR="${jax_cache}"
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0)
+  bazel_flags+=(--sandbox_writable_path="${jax_cache}")
+  for setting in "${cache_env[@]}"; do
+    bazel_flags+=(--test_env="${setting}")
+  done
 fi
 
 # Another workspace depending on @pax_haiku//tools/trainer builds and trains
-# (its own Bazel server), beside the tests.
-BAZEL="${BAZEL}" bash tools/check_bazel_dependency.sh > "${work}/dependency.log" 2>&1 &
+# (its own Bazel server), beside the tests; its training run (`bazel run`
+# passes this environment on) shares the tests' compilation cache.
+env BAZEL="${BAZEL}" "${cache_env[@]}" bash tools/check_bazel_dependency.sh \
+  > "${work}/dependency.log" 2>&1 &
 dependency_pid=$!
 
 echo "==> ${BAZEL} test //... $*"

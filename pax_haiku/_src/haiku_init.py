@@ -88,6 +88,29 @@ def _uniform_bits_to_float(bits: jax.Array, minval: jax.Array,
 # fused into one program XLA would use a multiply-add, 1 ulp apart.
 _mul = jax.jit(jax.lax.mul)
 _add = jax.jit(jax.lax.add)
+_TINY = np.finfo(np.float32).tiny
+
+
+def _flush_denormals(x: np.ndarray) -> np.ndarray:
+  """float32 denormals as signed zeros, as XLA's CPU kernels read and write
+  them (flush-to-zero)."""
+  return np.where(np.abs(x) < _TINY, np.copysign(np.float32(0), x), x)
+
+
+def _scale(kind: str, part: jax.Array, a: np.float32, b: np.float32
+           ) -> np.ndarray:
+  """Haiku's `stddev * x + mean` of a chunk, rounded as Haiku's two programs.
+
+  On the CPU backend, NumPy's float32 multiply and add (IEEE, unfused) with
+  XLA's flush-to-zero give the same bits as those programs, without
+  compiling them in every process; elsewhere the programs run.
+  """
+  if jax.default_backend() != "cpu":
+    if kind == "truncated_normal":  # Haiku's `TruncatedNormal`.
+      return np.asarray(_add(_mul(a, part), b))
+    return np.asarray(_add(b, _mul(a, part)))  # Haiku's `RandomNormal`.
+  x, a, b = (_flush_denormals(np.asarray(v, np.float32)) for v in (part, a, b))
+  return _flush_denormals(_flush_denormals(a * x) + b)
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "chunk"))
@@ -133,10 +156,8 @@ def _random(key_data: jax.Array, shape: Tuple[int, ...], kind: str,
   for offset, chunk in offsets:
     part = _chunk(key_data, np.uint32(offset), a, b, lower, upper, kind=kind,
                   chunk=chunk)
-    if kind == "truncated_normal":  # Haiku's `TruncatedNormal`.
-      part = _add(_mul(a, part), b)
-    elif kind == "normal":  # Haiku's `RandomNormal`.
-      part = _add(b, _mul(a, part))
+    if kind in ("truncated_normal", "normal"):
+      part = _scale(kind, part, a, b)
     parts.append(np.asarray(part))
   flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
   return jax.device_put(flat[:n].reshape(shape))
@@ -254,6 +275,17 @@ def fast_value(init: Any, shape: Tuple[int, ...], dtype: Any
     return _random(key_data, shape, kind, a, b, lower, upper)
   compute.uses_rng = True
   return compute
+
+
+def _as_in_trace() -> Any:
+  """The mode in which `_trace` draws keys, for eager key splits.
+
+  `_trace` splits keys under `jax.ensure_compile_time_eval()`, and JAX
+  caches the programs of that mode apart from plain eager ones: splitting
+  the same way reuses them (the same values; two compiles fewer in a
+  process that builds a model).
+  """
+  return jax.ensure_compile_time_eval()
 
 
 def draw_key() -> jax.Array:
@@ -462,9 +494,10 @@ class _Plan:
     """The random initializers drew consecutive keys of the sequence (the
     forward pass drew none between them): `replay` reproduces them."""
     try:
-      seq = hk.PRNGSequence(rng_key)
-      return all(np.array_equal(_key_data(next(seq)), used)
-                 for used in self.keys)
+      with _as_in_trace():
+        seq = hk.PRNGSequence(rng_key)
+        return all(np.array_equal(_key_data(next(seq)), used)
+                   for used in self.keys)
     except (TypeError, ValueError):  # A key Haiku's sequence rejects.
       return False
 
@@ -475,9 +508,12 @@ class _Plan:
 
   def replay(self, rng_key, arrays):
     """`init`'s arrays for another key, without tracing."""
-    seq = hk.PRNGSequence(rng_key)
-    known = {key: fast(_key_data(next(seq)) if fast.uses_rng else None)
-             for key, fast in self.steps}
+    with _as_in_trace():
+      seq = hk.PRNGSequence(rng_key)
+      keys = [_key_data(next(seq)) if fast.uses_rng else None
+              for _, fast in self.steps]
+    known = {key: fast(key_data)
+             for (key, fast), key_data in zip(self.steps, keys)}
     if self.missing:
       known.update(zip(self.missing, self.forward(known, arrays, rng_key)))
     return self._assemble(known)

@@ -299,7 +299,10 @@ def _train(config: Any, workdir: str, ckpt_dir: str,
       train_source, global_batch_size=config.batch_size, seed=config.seed,
       rows=rows)
   eval_name = "test"
-  optimizer = pax.from_optax(models.make_optimizer(config))(model.parameters())
+  # The initial optimizer state as one program, not one per operation (the
+  # zeros of each parameter's shape, the step count): the same values.
+  optimizer = jax.jit(pax.from_optax(models.make_optimizer(config)))(
+      model.parameters())
   config_hash = checkpoint.json_sha256(config_schema.hashed_dict(config))
 
   start_step = 0
