@@ -275,6 +275,7 @@ class CheckpointManager:
         shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
     if self.keep is None:
       return
+    pruned = False
     for old in checkpoint_steps(self.directory)[:-self.keep]:
       if old == self.pinned:
         continue
@@ -282,7 +283,9 @@ class CheckpointManager:
                            f"{_TRASH_PREFIX}{old}.{uuid.uuid4().hex[:8]}")
       os.rename(checkpoint_path(self.directory, old), trash)
       shutil.rmtree(trash, ignore_errors=True)
-    if self._manager is not None:
+      pruned = True
+    # orbax re-reads every step's metadata on reload: only when a step went.
+    if pruned and self._manager is not None:
       self._manager.reload()
 
   # -- restoring ------------------------------------------------------------
