@@ -26,6 +26,12 @@ modules read when they were imported (JAX reads `JAX_*` then; XLA reads
 `XLA_FLAGS` only when a backend starts, so a child may set it).
 `tests/launch.py` keeps one server per such environment.
 
+A server need not start a fresh interpreter: it may be a fork of the
+calling process (a `Zygote`, which tests/launch.py forks when it is
+imported), which keeps what that process had already imported and imports
+only the rest of `preload`. The first `ForkServer` whose environment has
+the zygote's key takes it; the others start fresh.
+
 Usage:
 
     server = ForkServer(["tools.trainer.train_lib"], env=env, cwd=root)
@@ -39,6 +45,7 @@ script's file again, and a module that defines absl flags (tools/train.py)
 fails when its flags are defined a second time.
 """
 
+import atexit
 import gc
 import json
 import os
@@ -51,7 +58,7 @@ import threading
 import time
 import traceback
 import types
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import quick_exit  # tests/quick_exit.py, beside this file
 
@@ -124,22 +131,54 @@ class ForkServer:
                import_root: Optional[str] = None):
     self.env = dict(os.environ if env is None else env)
     self.cwd = os.path.abspath(cwd or os.getcwd())
-    log = open(log_path or os.devnull, "w")
-    try:
-      self._proc = subprocess.Popen(
-          [sys.executable, os.path.abspath(__file__), "--serve",
-           os.path.abspath(import_root) if import_root else "", *preload],
-          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-          env=self.env, cwd=self.cwd)
-    finally:
-      log.close()
     self._lock = threading.Lock()  # One reader of the reply pipe at a time.
     self._buffer = b""
     self._children: Dict[int, ForkedProcess] = {}
-    ready = self._next_reply(timeout=300)
-    if ready != {"ready": True}:
-      raise RuntimeError(f"fork server did not start: {ready!r}; see "
-                         f"{log_path or 'its log (pass log_path=...)'}")
+    config = {"preload": list(preload), "env": self.env, "cwd": self.cwd,
+              "log": os.path.abspath(log_path or os.devnull),
+              "import_root": os.path.abspath(import_root) if import_root
+                             else ""}
+    self.from_zygote = False  # Whether the server is a fork of this process.
+    self.zygote_declined: Optional[str] = None  # Why a zygote did not serve.
+    zygote = _take_zygote(self.env)
+    if zygote is not None:
+      self._proc = zygote
+      zygote.stdin.write((json.dumps(config) + "\n").encode())
+      zygote.stdin.flush()
+      self.zygote_declined = self._first_reply(config).get("declined")
+      self.from_zygote = self.zygote_declined is None
+      if not self.from_zygote:  # It exits.
+        zygote.stdin.close()
+        zygote.wait()
+        zygote.stdout.close()
+        self._buffer = b""
+    if not self.from_zygote:
+      log = open(config["log"], "w")
+      try:
+        self._proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve",
+             config["import_root"], *config["preload"]],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+            env=self.env, cwd=self.cwd)
+      finally:
+        log.close()
+      self._first_reply(config)
+
+  def _first_reply(self, config: dict) -> dict:
+    """Ready, or (a zygote) declined; raises if the server did not start."""
+    try:
+      reply = self._next_reply(timeout=300)
+      if reply != {"ready": True} and "declined" not in (reply or {}):
+        raise RuntimeError(f"fork server did not start: {reply!r}")
+    except RuntimeError as e:
+      self._proc.kill()
+      self._proc.wait()
+      self._proc.stdin.close()
+      self._proc.stdout.close()
+      where = (config["log"] if config["log"] != os.devnull
+               else "its log (pass log_path=...)")
+      raise RuntimeError(f"{e}; see {where}") from None
+    return reply
 
   def spawn(self, args: Sequence[str], *, stdout_path: str, stderr_path: str,
             env: Optional[Mapping[str, str]] = None,
@@ -255,9 +294,11 @@ def _redirect(fd: int, path: str, opened: Dict[str, int]) -> None:
   os.dup2(opened[path], fd)
 
 
-def _become_child(request: dict, replies: int) -> None:
+def _become_child(request: dict, requests: int, replies: int) -> None:
   """In the forked child: takes the request's process state, runs it."""
   os.close(replies)
+  if requests != 0:  # 0 (a fresh server's) is replaced below.
+    os.close(requests)
   os.environ.clear()
   os.environ.update(request["env"])
   os.chdir(request["cwd"])
@@ -288,7 +329,7 @@ def _become_child(request: dict, replies: int) -> None:
     runpy.run_path(args[0], run_name="__main__")
 
 
-def _run_child(request: dict, replies: int) -> None:
+def _run_child(request: dict, requests: int, replies: int) -> None:
   """In the forked child: runs the request's program, then exits like `python`.
 
   As `python` does: an uncaught exception is printed (exit status 1), a
@@ -300,7 +341,7 @@ def _run_child(request: dict, replies: int) -> None:
   code = 0
   interrupted = False
   try:
-    _become_child(request, replies)
+    _become_child(request, requests, replies)
   except SystemExit as e:
     code = quick_exit.system_exit_code(e)
   except BaseException as e:  # pylint: disable=broad-except
@@ -313,8 +354,11 @@ def _run_child(request: dict, replies: int) -> None:
   quick_exit.finish(code, interrupted)
 
 
-def _serve(import_root: str, preload: Sequence[str]) -> None:
-  """The server loop: one JSON request per stdin line, replies on stdout."""
+def serve(import_root: str, preload: Sequence[str], requests: int,
+          replies: int) -> None:
+  """Imports `preload`, then serves: one JSON request per line of the file
+  descriptor `requests`, replies on `replies`; returns when `requests`
+  closes."""
   import importlib  # pylint: disable=g-import-not-at-top
   if import_root:
     sys.path.insert(1, import_root)
@@ -325,14 +369,11 @@ def _serve(import_root: str, preload: Sequence[str]) -> None:
   # The preloaded objects are the children's too: the collector of a child
   # leaves them alone instead of touching (and so copying) their pages.
   gc.freeze()
-  replies = os.dup(1)
-  os.dup2(2, 1)  # Stray prints of the server go to its log.
 
   def reply(message: dict) -> None:
     os.write(replies, (json.dumps(message) + "\n").encode())
 
   reply({"ready": True})
-  requests = sys.stdin.fileno()
   buffer = b""
   running = set()
   while True:
@@ -359,14 +400,94 @@ def _serve(import_root: str, preload: Sequence[str]) -> None:
     if pid == 0:
       # The child leaves the server loop: when the program returns (or
       # raises, or calls sys.exit) it exits as after `python program`.
-      _run_child(request, replies)
+      _run_child(request, requests, replies)
     running.add(pid)
     reply({"spawned": pid})
 
 
+class Zygote:
+  """A fork of this process that waits for a server's config on a pipe.
+
+  What `ForkServer` drives of a fresh server's `subprocess.Popen`: stdin,
+  stdout, poll, wait and kill. tests/launch.py makes it (`offer_zygote`).
+
+  Args:
+    pid: the zygote's process id (a child of this process).
+    requests: the write end of the pipe it reads requests from.
+    replies: the read end of the pipe it replies on.
+    key_of: what of an environment the modules imported here have read; a
+      server whose environment has the key of this process's takes it.
+  """
+
+  def __init__(self, pid: int, requests: int, replies: int,
+               key_of: Callable[[Mapping[str, str]], object]):
+    self.pid = pid
+    self.stdin = os.fdopen(requests, "wb")
+    self.stdout = os.fdopen(replies, "rb")
+    self.key_of = key_of
+    self.key = key_of(os.environ)
+    self.returncode: Optional[int] = None
+
+  def poll(self) -> Optional[int]:
+    if self.returncode is None:
+      pid, status = os.waitpid(self.pid, os.WNOHANG)
+      if pid:
+        self.returncode = os.waitstatus_to_exitcode(status)
+    return self.returncode
+
+  def wait(self, timeout: Optional[float] = None) -> int:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while self.poll() is None:
+      if deadline is not None and time.monotonic() > deadline:
+        raise subprocess.TimeoutExpired(["zygote"], timeout)
+      time.sleep(_REAP_INTERVAL_S)
+    return self.returncode
+
+  def kill(self) -> None:
+    if self.poll() is None:
+      os.kill(self.pid, signal.SIGKILL)
+
+
+_zygote: Optional[Zygote] = None
+
+
+def zygote_waiting() -> bool:
+  """Whether a zygote waits for a server to take it."""
+  return _zygote is not None
+
+
+def offer_zygote(zygote: Zygote) -> None:
+  """Makes `zygote` the server of the next `ForkServer` with its key."""
+  global _zygote
+  discard_zygote()
+  _zygote = zygote
+
+
+def _take_zygote(env: Mapping[str, str]) -> Optional[Zygote]:
+  global _zygote
+  zygote = _zygote
+  if zygote is None or zygote.key_of(env) != zygote.key:
+    return None
+  _zygote = None
+  return zygote
+
+
+@atexit.register
+def discard_zygote() -> None:
+  """Ends a zygote that no server took (it exits when its pipe closes)."""
+  global _zygote
+  zygote, _zygote = _zygote, None
+  if zygote is not None:
+    zygote.stdin.close()
+    zygote.wait()
+    zygote.stdout.close()
+
+
 if __name__ == "__main__":
   if len(sys.argv) >= 3 and sys.argv[1] == "--serve":
-    _serve(sys.argv[2], sys.argv[3:])
+    server_replies = os.dup(1)
+    os.dup2(2, 1)  # Stray prints of the server go to its log.
+    serve(sys.argv[2], sys.argv[3:], sys.stdin.fileno(), server_replies)
     # The client is done with it: exits as a child does (`_run_child`),
     # without freeing the preloaded modules.
     quick_exit.finish(0)

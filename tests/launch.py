@@ -14,20 +14,43 @@ for the variables read when the preloaded modules were imported: one server
 is started for each distinct set of those, so a `JAX_*` setting of a run
 takes effect as it would in a fresh process.
 
+The first server of a test process is not a fresh interpreter but a fork
+of the test process itself (a "zygote", forked when this module is
+imported; `prefork`): a test file imports launch after jax and the
+trainer, so the server keeps those imports and imports only the rest of
+PRELOAD (~2.5-3.5 s of CPU per test process). A fork is safe only before
+the process starts a JAX backend (XLA's thread pools do not survive it)
+and while no other thread runs; after that, under pytest, and for a server
+whose import environment differs from this process's (PYTHONPATH aside),
+a server starts fresh. The zygote's children start as a fresh `python` in the
+server's environment would: with its sys.path (the zygote declines if a
+module it imported would be another file there), without this process's
+open files, signal handlers, `__main__`, launch's atexit handlers and
+rmtree cleanups, or the absl flags of the repository's modules. They keep
+the state the imported modules had at the fork (e.g. the warnings filters
+they added).
+
 Usage (in a test):
 
-    import launch  # tests/launch.py, beside the test
+    import launch  # tests/launch.py, beside the test: after the test's
+                   # imports, before it runs anything (see above)
     proc = launch.run([sys.executable, TRAIN, "--workdir=..."],
                       capture_output=True, text=True, env=env, timeout=600)
 """
 
 import atexit
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+import traceback
+import types
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import fork_server  # tests/fork_server.py, beside this file
 
@@ -62,6 +85,7 @@ RUNTIME_VARIABLES = frozenset({
 _servers: Dict[Tuple[Tuple[str, str], ...], fork_server.ForkServer] = {}
 _servers_lock = threading.Lock()
 _output_dir: Optional[str] = None
+_TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def also_preload(*modules: str) -> None:
@@ -220,3 +244,213 @@ def run(args: Sequence[str], *, capture_output: bool = False,
   if check and proc.returncode:
     raise subprocess.CalledProcessError(proc.returncode, list(args), out, err)
   return subprocess.CompletedProcess(list(args), proc.returncode, out, err)
+
+
+# The zygote: the first server of this process is a fork of it, made when
+# it imports this module (see the module docstring).
+
+def backend_started() -> bool:
+  """Whether this process has started a JAX backend.
+
+  XLA's C++ thread pools do not survive a fork. JAX has no public way to
+  ask without starting a backend: this is the one private call here,
+  `jax._src.xla_bridge.backends_are_initialized` (jax 0.10.2); launch_test
+  calls it, so a JAX without it fails there by name.
+  """
+  if "jax" not in sys.modules:
+    return False
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  return xla_bridge.backends_are_initialized()
+
+
+def _zygote_key(env: Mapping[str, str]) -> Tuple[Tuple[str, str], ...]:
+  """What a server must share with this process's environment to fork it.
+
+  The import environment, but for PYTHONPATH (the zygote's children get
+  the server's sys.path, see `_be_zygote`) and, unless this process had
+  imported matplotlib, MPLCONFIGDIR (the zygote imports it under the
+  server's environment).
+  """
+  return tuple(kv for kv in _import_environment(env)
+               if kv[0] != "PYTHONPATH" and (kv[0] != "MPLCONFIGDIR"
+                                             or _MATPLOTLIB_IMPORTED))
+
+
+def prefork(key_of: Callable[[Mapping[str, str]], object],
+            forget: Sequence[Callable[[], object]] = ()) -> bool:
+  """Forks this process into a zygote for the next `ForkServer` to take.
+
+  Only while that is safe: it does nothing (False) once a JAX backend has
+  started, while another Python thread runs or while a zygote waits; nor
+  under pytest, which imports test files with its own output captures,
+  warnings filters and conftest modules, none of them a fresh `python`'s.
+
+  Args:
+    key_of: the part of an environment that the modules imported so far
+      read at import (`fork_server.Zygote`).
+    forget: atexit handlers of this process that its forks must not run
+      (besides this module's).
+
+  Returns:
+    Whether a zygote now waits.
+  """
+  if (fork_server.zygote_waiting() or threading.active_count() != 1
+      or backend_started() or "_pytest" in sys.modules):
+    return False
+  requests_r, requests_w = os.pipe()
+  replies_r, replies_w = os.pipe()
+  for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+    if stream is not None:
+      stream.flush()
+  pid = os.fork()
+  if pid == 0:
+    code = 1  # The zygote never returns into the caller's code.
+    try:
+      os.close(requests_w)
+      os.close(replies_r)
+      _be_zygote(requests_r, replies_w, forget)
+      code = 0
+    except BaseException:  # pylint: disable=broad-except
+      traceback.print_exc()
+    finally:
+      for stream in (sys.stdout, sys.stderr):
+        try:
+          stream.flush()
+        except Exception:  # pylint: disable=broad-except
+          pass
+      os._exit(code)  # pylint: disable=protected-access
+  os.close(requests_r)
+  os.close(replies_w)
+  fork_server.offer_zygote(
+      fork_server.Zygote(pid, requests_w, replies_r, key_of))
+  return True
+
+
+def _be_zygote(requests: int, replies: int,
+               forget: Sequence[Callable[[], object]]) -> None:
+  """In the zygote: drops what is this process's own, waits, serves.
+
+  This process's open files (its pipes, its test output), the streams a
+  test runner put in sys.stdout and sys.stderr, `__main__`, the signal
+  handlers it set and the atexit handlers in `forget` are not a
+  fresh `python`'s; nor its sys.path (this process's PYTHONPATH, the
+  server's may differ) and the absl flags of its own modules.
+  """
+  for func in (*forget, close_servers, fork_server.discard_zygote):
+    atexit.unregister(func)
+  # An rmtree at exit deletes a temporary directory of this process (as
+  # matplotlib's config directory when the home is not writable): its forks
+  # leave that to it.
+  atexit.unregister(shutil.rmtree)
+  null = os.open(os.devnull, os.O_RDWR)
+  for fd in (0, 1, 2):
+    os.dup2(null, fd)
+  low = 3
+  for fd in sorted({null, requests, replies}):
+    os.closerange(low, fd)
+    low = fd + 1
+  os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+  os.close(null)
+  # Python's own streams on 0, 1 and 2 (a test runner may have replaced
+  # them with its captures, on files closed above).
+  sys.stdin, sys.stdout, sys.stderr = (sys.__stdin__, sys.__stdout__,
+                                       sys.__stderr__)
+  sys.modules["__main__"] = types.ModuleType("__main__")
+  for sig in signal.valid_signals():
+    if callable(signal.getsignal(sig)):
+      signal.signal(sig, signal.SIG_DFL)
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  line = b""
+  while not line.endswith(b"\n"):
+    data = os.read(requests, 65536)
+    if not data:  # No server took it.
+      return
+    line += data
+  config = json.loads(line)
+  os.environ.clear()
+  os.environ.update(config["env"])
+  os.chdir(config["cwd"])
+  log = os.open(config["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+  os.dup2(log, 1)
+  os.dup2(log, 2)
+  os.close(log)
+  path = _fresh_sys_path(config)
+  elsewhere = _not_on(path)
+  if elsewhere:
+    os.write(replies, (json.dumps(
+        {"declined": f"{elsewhere} is not on {path}"}) + "\n").encode())
+    return
+  sys.path[:] = [os.path.dirname(fork_server.__file__), *path]
+  _forget_flags(config["import_root"])
+  fork_server.serve(config["import_root"], config["preload"], requests,
+                    replies)
+
+
+def _fresh_sys_path(config: dict) -> List[str]:
+  """`sys.path[1:]` of a fresh `python` in the server's environment."""
+  return json.loads(subprocess.run(
+      [sys.executable, "-c", "import json, sys; print(json.dumps(sys.path))"],
+      env=config["env"], cwd=config["cwd"], stdout=subprocess.PIPE,
+      check=True).stdout)[1:]
+
+
+def _not_on(path: Sequence[str]) -> Optional[str]:
+  """A module imported here that `path` would not find as the same file.
+
+  Modules from a directory on both paths, or from this one (the test and
+  its helpers), are left alone; the others must be the same real file in
+  some directory of `path` (under Bazel: this process imports the
+  repository from runfiles, whose files link to the source tree).
+  """
+  kept = {os.path.abspath(p) for p in path} | {_TESTS}
+  here = [os.path.abspath(p) for p in sys.path if p]
+  for name, module in list(sys.modules.items()):
+    file = getattr(module, "__file__", None)
+    if not isinstance(file, str):
+      continue
+    # The directories this process may have found it in: those holding it
+    # under its name (one may hold another: Bazel's runfiles, and the
+    # workspace in them).
+    found = [d for d in here if file.startswith(d + os.sep) and
+             os.path.relpath(file, d).split(os.sep)[0].split(".")[0]
+             == name.split(".")[0]]
+    if not found or any(d in kept for d in found):
+      continue
+    real = os.path.realpath(file)
+    if not any(os.path.realpath(os.path.join(p, os.path.relpath(file, d)))
+               == real for d in found for p in path):
+      return f"{name} from {file}"
+  return None
+
+
+def _forget_flags(root: str) -> None:
+  """Drops the absl flags of the modules under `root`, and the modules.
+
+  Those of the repository's modules (e.g. tools/bench/scaling.py, which a
+  test imports) and of the test file: a child that imports such a module
+  again must not find its flags defined twice, and the preloaded modules
+  define none (see "Preload what a program imports" in fork_server.py).
+  """
+  flags = sys.modules.get("absl.flags")
+  if flags is None or not root:
+    return
+  roots = (os.path.abspath(root) + os.sep, os.path.realpath(root) + os.sep)
+  for name, defined in list(flags.FLAGS.flags_by_module_dict().items()):
+    file = getattr(sys.modules.get(name), "__file__", None) or name
+    if not (file.startswith(roots)
+            or os.path.realpath(file).startswith(roots)):
+      continue
+    for flag in defined:
+      for flag_name in {flag.name, flag.short_name} - {None}:
+        if flag_name in flags.FLAGS:
+          delattr(flags.FLAGS, flag_name)
+    sys.modules.pop(name, None)
+
+
+def start_zygote() -> bool:
+  """Forks this process for its next server, if that is still safe."""
+  return prefork(_zygote_key)
+
+
+_MATPLOTLIB_IMPORTED = "matplotlib" in sys.modules
+start_zygote()
