@@ -74,6 +74,12 @@ class PrivateImportsTest(absltest.TestCase):
         "pax_haiku/_src/haiku_compat.py (add what you need there, with a "
         f"test here, and import it from haiku_compat): {offenders}")
 
+  def test_backends_started_after_an_operation(self):
+    # (Before any operation it is False: tests/launch_test.py checks that in
+    # a forked child.)
+    jnp.ones(1).block_until_ready()
+    self.assertIs(haiku_compat.backends_started(), True)
+
   def test_missing_internal_is_a_clear_import_error(self):
     with self.assertRaisesRegex(ImportError, "(?s)needs `.*missing_thing`.*"
                                 "jax .*requirements.txt"):

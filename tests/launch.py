@@ -253,14 +253,13 @@ def backend_started() -> bool:
   """Whether this process has started a JAX backend.
 
   XLA's C++ thread pools do not survive a fork. JAX has no public way to
-  ask without starting a backend: this is the one private call here,
-  `jax._src.xla_bridge.backends_are_initialized` (jax 0.10.2); launch_test
-  calls it, so a JAX without it fails there by name.
+  ask without starting a backend: pax_haiku's compat module holds the
+  private call (tests/haiku_compat_test.py guards it).
   """
   if "jax" not in sys.modules:
     return False
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-  return xla_bridge.backends_are_initialized()
+  from pax_haiku._src import haiku_compat  # pylint: disable=g-import-not-at-top
+  return haiku_compat.backends_started()
 
 
 def _zygote_key(env: Mapping[str, str]) -> Tuple[Tuple[str, str], ...]:

@@ -42,7 +42,7 @@ _PROCESS_STATE = (
     "             and f[2].__module__ == 'builtins'], "
     "'threads': threading.active_count(), 'flags': repr(sys.flags)}))")
 
-# In a forked child: `launch.backend_started` (its one private JAX call)
+# In a forked child: `launch.backend_started` (pax_haiku's compat call)
 # before and after a computation, and `launch.start_zygote` refusing to fork
 # once a backend runs.
 _BACKEND_CHECK = (

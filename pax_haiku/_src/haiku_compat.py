@@ -15,7 +15,8 @@ Public APIs are used wherever they behave identically:
 - `current_trace_state`: `jax.extend.core.get_opaque_trace_state`.
 
 Private, because no public API serves (each says why at its definition):
-`MissingRNGError`, `get_original_fn`, `top_level_policy`.
+`MissingRNGError`, `get_original_fn`, `top_level_policy`,
+`backends_started`.
 """
 
 import contextlib
@@ -27,6 +28,7 @@ from haiku._src import base as _hk_base
 from haiku._src import mixed_precision as _hk_mp
 from haiku._src import transform as _hk_transform
 import jax
+from jax._src import xla_bridge as _jax_xla_bridge
 import jax.extend.core as _jax_extend_core
 import jmp
 
@@ -192,3 +194,20 @@ def current_trace_state() -> Any:
     An opaque value, only meant for `==`.
   """
   return _get_opaque_trace_state()
+
+
+# JAX has no public way to ask whether a backend has started without
+# starting one (`jax.devices()` does).
+_backends_are_initialized = _require(
+    _jax_xla_bridge, "backends_are_initialized",
+    "whether a JAX backend has started (the test suite forks a process only "
+    "before, tests/launch.py)")
+
+
+def backends_started() -> bool:
+  """Whether this process has started a JAX backend (without starting one).
+
+  XLA's thread pools do not survive `os.fork()`: a process may fork only
+  before this turns True.
+  """
+  return bool(_backends_are_initialized())
