@@ -293,8 +293,10 @@ def prefork(key_of: Callable[[Mapping[str, str]], object],
   Returns:
     Whether a zygote now waits.
   """
-  if (fork_server.zygote_waiting() or threading.active_count() != 1
-      or backend_started() or "_pytest" in sys.modules):
+  # Threads are counted after `backend_started`, whose import could start
+  # one.
+  if (fork_server.zygote_waiting() or "_pytest" in sys.modules
+      or backend_started() or threading.active_count() != 1):
     return False
   requests_r, requests_w = os.pipe()
   replies_r, replies_w = os.pipe()
