@@ -2,8 +2,7 @@
 
 import os
 import signal
-import subprocess
-import sys
+import traceback
 from unittest import mock
 
 from absl.testing import absltest
@@ -12,25 +11,19 @@ from absl.testing import parameterized
 from pax_haiku._src import atomic_write
 import quick_exit  # tests/quick_exit.py, beside this file
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Run in a child that SIGKILLs itself halfway through writing argv[2] (a
-# file or a directory, per argv[1]): the target must keep its old content.
-_KILLED_WRITER_SRC = """
-import os, signal, sys
-from pax_haiku._src import atomic_write
-kind, path = sys.argv[1:3]
-if kind == "file":
-  with atomic_write.atomic_file(path) as f:
-    f.write("new, half written")
-    f.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
-else:
-  with atomic_write.atomic_directory(path) as tmp:
-    with open(os.path.join(tmp, "a.txt"), "w") as f:
+def _write_then_get_killed(kind, path):
+  """Starts an atomic write of `path` and SIGKILLs this process midway."""
+  if kind == "file":
+    with atomic_write.atomic_file(path) as f:
       f.write("new, half written")
-    os.kill(os.getpid(), signal.SIGKILL)
-"""
+      f.flush()
+      os.kill(os.getpid(), signal.SIGKILL)
+  else:
+    with atomic_write.atomic_directory(path) as tmp:
+      with open(os.path.join(tmp, "a.txt"), "w") as f:
+        f.write("new, half written")
+      os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _read(path, mode="r"):
@@ -236,12 +229,18 @@ class KilledWriterTest(parameterized.TestCase):
       os.mkdir(path)
       with open(os.path.join(path, "a.txt"), "w") as f:
         f.write("old")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [_REPO_ROOT] + [p for p in sys.path if p]))
-    proc = subprocess.run(
-        [sys.executable, "-c", _KILLED_WRITER_SRC, kind, path], env=env,
-        capture_output=True, text=True, check=False)
-    self.assertEqual(proc.returncode, -signal.SIGKILL, proc.stderr)
+    # The writer is a fork of this process: it has the module imported, and
+    # no thread or JAX backend runs here that a fork could break.
+    pid = os.fork()
+    if pid == 0:
+      try:
+        _write_then_get_killed(kind, path)
+      finally:
+        traceback.print_exc()
+        os._exit(1)  # Only if the kill did not happen.
+    _, status = os.waitpid(pid, 0)
+    self.assertTrue(os.WIFSIGNALED(status), f"writer exit status {status}")
+    self.assertEqual(os.WTERMSIG(status), signal.SIGKILL)
     if kind == "file":
       self.assertEqual(_read(path), "old")
     else:
