@@ -39,6 +39,9 @@ _COLUMNS = ("framework", "eager step (ms)", "eager ×", "fused scan (ms/step)",
             "first loss")
 
 
+_STARTUP = "## Startup: kept\n\n| model | pax |\n|---|---|\n| m | 1.00 |\n"
+
+
 class BenchSmokeTest(absltest.TestCase):
 
   @classmethod
@@ -47,6 +50,10 @@ class BenchSmokeTest(absltest.TestCase):
     cls.tmp = tempfile.mkdtemp()
     cls.md_path = os.path.join(cls.tmp, "BENCHMARKS.md")
     cls.json_path = os.path.join(cls.tmp, "bench.json")
+    # A report that already has the section `tools.bench.startup --out`
+    # writes: run_all rewrites the rest and keeps it.
+    with open(cls.md_path, "w") as f:
+      f.write("# Old report\n\n## W1: old\nold rows\n\n" + _STARTUP)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (_ROOT, env.get("PYTHONPATH")) if p)
@@ -81,6 +88,14 @@ class BenchSmokeTest(absltest.TestCase):
     self.assertIn("## pax_haiku against its targets", text)
     self.assertIn("## Donated steps", text)
     self.assertIn("JAX floor of the model's flatten+unflatten", text)
+
+  def test_keeps_the_startup_section_and_replaces_the_rest(self):
+    with open(self.md_path) as f:
+      text = f.read()
+    self.assertTrue(text.endswith("\n\n" + _STARTUP), text[-300:])
+    self.assertEqual(text.count("## Startup"), 1)
+    self.assertNotIn("old rows", text)
+    self.assertNotIn("# Old report", text)
 
   def test_pax_haiku_hlo_equals_raw_haiku(self):
     with open(self.json_path) as f:
@@ -150,6 +165,50 @@ class DataclassFloorTest(absltest.TestCase):
     import jax  # pylint: disable=g-import-not-at-top
     self.assertLen(jax.tree_util.tree_leaves(core_bench.with_activations(net)),
                    2 * core_bench.DEPTH)
+
+
+class ReportSectionsTest(absltest.TestCase):
+
+  def test_examples(self):
+    import doctest  # pylint: disable=g-import-not-at-top
+    from tools.bench import report_sections  # pylint: disable=g-import-not-at-top
+    failed, attempted = doctest.testmod(report_sections)
+    self.assertEqual(failed, 0)
+    self.assertGreater(attempted, 0)
+
+  def test_replace_appends_a_missing_section_and_keeps_the_others(self):
+    from tools.bench import report_sections  # pylint: disable=g-import-not-at-top
+    old = "# R\n\n## A\na\n\n## B\nb\n"
+    self.assertEqual(
+        report_sections.replace_section(old, "## Startup", "## Startup\ns\n"),
+        old + "\n## Startup\ns\n")
+    self.assertEqual(report_sections.replace_section(old, "## A", "## A\nz\n"),
+                     "# R\n\n## A\nz\n\n## B\nb\n")
+    # A section that the new text has already is not added again.
+    self.assertEqual(
+        report_sections.keep_sections("# N\n\n## B\nnew\n", old, ["## B"]),
+        "# N\n\n## B\nnew\n")
+    self.assertIsNone(report_sections.find_section(old, "## C"))
+
+  def test_startup_writes_its_section_from_a_result(self):
+    from tools.bench import report_sections  # pylint: disable=g-import-not-at-top
+    from tools.bench import startup_report  # pylint: disable=g-import-not-at-top
+    result = {"resnet18/pax": 2.0, "resnet18/pax_warm": 1.0,
+              "resnet18/haiku_eager": 10.0, "resnet18/haiku_jit": 8.0,
+              "resnet18/pax_vs_haiku_eager": 0.2,
+              "resnet18/pax_vs_haiku_jit": 0.25,
+              "train/first_step_cold": 5.0, "train/first_step_warm": 2.0,
+              "train/warm_vs_cold": 0.4}
+    section = startup_report.markdown(result, 3, "today")
+    self.assertTrue(section.startswith(report_sections.STARTUP_HEADING))
+    self.assertIn("| `pax.nets.ResNet18(3, 10)` | 2.00 | 1.00 | 10.00 | 8.00 "
+                  "| 0.200x | 0.250x |", section)
+    self.assertIn("cold cache 5.00 s, warm cache 2.00 s, **0.400x**", section)
+    self.assertNotIn("TransformerLM", section)  # Not measured, not shown.
+    report = report_sections.replace_section(
+        "# R\n\n" + _STARTUP + "\n## Method\nm\n",
+        report_sections.STARTUP_HEADING, section)
+    self.assertEqual(report, "# R\n\n" + section + "\n## Method\nm\n")
 
 
 class CompileBreakdownTest(absltest.TestCase):

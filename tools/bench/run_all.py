@@ -48,6 +48,7 @@ from tools.bench import measure
 from tools.bench import peers_equinox
 from tools.bench import peers_nnx
 from tools.bench import peers_pax
+from tools.bench import report_sections
 from tools.bench import workloads as wl_lib
 
 FAMILIES = ("haiku", "pax_haiku", "equinox", "flax_nnx", "pax")
@@ -1040,7 +1041,10 @@ def main(argv):
   text = markdown(results)
   print(text)
   if _OUT.value:
-    with open(_OUT.value, "w") as f:
+    # The sections other commands write (`tools.bench.startup --out`) stay.
+    text = report_sections.keep_sections(
+        text, report_sections.read(_OUT.value), report_sections.NOT_RUN_ALLS)
+    with open(_OUT.value, "w", encoding="utf-8") as f:
       f.write(text)
   if _JSON.value:
     with open(_JSON.value, "w") as f:

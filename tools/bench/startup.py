@@ -21,10 +21,13 @@ with an empty cache directory (cold) and with the one an earlier run
 filled (warm).
 
 Run (repo root): python3 -m tools.bench.startup [--rounds 3] [--json f]
+[--out BENCHMARKS.md] (`--out` replaces the report's startup section, the
+one part of BENCHMARKS.md that `tools.bench.run_all` does not write).
 Targets (issue 19): pax <= 0.4x haiku_eager and <= 0.6x haiku_jit for
 ResNet18 and TransformerLM; warm first step <= 0.5x cold.
 """
 
+import datetime
 import json
 import os
 import random
@@ -40,8 +43,14 @@ from typing import Dict, List
 from absl import app
 from absl import flags
 
+from tools.bench import report_sections
+from tools.bench import startup_report
+
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds.")
 _JSON = flags.DEFINE_string("json", None, "Also write results to this file.")
+_OUT = flags.DEFINE_string(
+    "out", None, "Markdown report, such as BENCHMARKS.md, whose startup "
+    "section to replace (appended if it has none).")
 _MODELS = flags.DEFINE_list("models", ["resnet18", "transformer_lm", "mlp48"],
                             "Models to build.")
 _TRAIN = flags.DEFINE_boolean("train", True, "Also time tools/train.py.")
@@ -182,12 +191,18 @@ def measure(models: List[str], rounds: int, train: bool) -> Dict[str, float]:
   return result
 
 
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).strftime(
+      "%Y-%m-%d %H:%M UTC")
+
+
 def main(argv):
   del argv
   if _CHILD.value:
     model, variant = _CHILD.value
     _child(model, variant)
     return
+  started, load = _now(), os.getloadavg()[0]
   result = measure(_MODELS.value, _ROUNDS.value, _TRAIN.value)
   print(f"Startup, medians of {_ROUNDS.value} interleaved rounds, each a "
         "fresh process (seconds; ratios x):")
@@ -196,6 +211,14 @@ def main(argv):
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump(result, f, indent=2)
+  if _OUT.value:
+    when = (f"{started} to {_now()[11:]}, {os.cpu_count()} CPU cores, load "
+            f"average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end")
+    text = report_sections.replace_section(
+        report_sections.read(_OUT.value), startup_report.HEADING,
+        startup_report.markdown(result, _ROUNDS.value, when))
+    with open(_OUT.value, "w", encoding="utf-8") as f:
+      f.write(text)
 
 
 if __name__ == "__main__":
