@@ -1,4 +1,7 @@
-"""pax's fast Haiku `init` gives Haiku's own arrays (haiku_init.py)."""
+"""pax's fast Haiku `init` gives Haiku's own arrays.
+
+haiku_init.py and the chunked random programs of chunked_random.py.
+"""
 
 import hashlib
 import os
@@ -13,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pax_haiku as pax
+from pax_haiku._src import chunked_random
 from pax_haiku._src import haiku_init
 import quick_exit  # tests/quick_exit.py, beside this file
 
@@ -114,7 +118,7 @@ class InitTest(parameterized.TestCase):
   def test_one_random_program_for_every_shape(self):
     # Weights from 1 to 140,000 elements: XLA compiles one random program
     # per distribution, not one per shape, and the chunks give Haiku's
-    # values. haiku_init._random runs ceil(n / _CHUNK) chunks of
+    # values. chunked_random.draw runs ceil(n / _CHUNK) chunks of
     # _CHUNK = 32,768 elements and cuts the last one at n; the sizes are its
     # cases: one element (one chunk, all but one of its values cut), exactly
     # one chunk (nothing cut) and 140,000 (four chunks and 8,928 elements of
@@ -122,7 +126,7 @@ class InitTest(parameterized.TestCase):
     # is cut). ("linear_many_chunks" above is another cut multi-chunk case.)
     # Each size costs Haiku's reference a compile of its own (~1.2 s of CPU
     # at XLA's default flags).
-    self.assertEqual(haiku_init._CHUNK, 32_768)  # pylint: disable=protected-access
+    self.assertEqual(chunked_random._CHUNK, 32_768)  # pylint: disable=protected-access
     def build(n):
       return haiku_init.init(lambda x: hk.Linear(n)(x), KEY,
                              (jnp.ones((1, 1)),), {})
@@ -163,10 +167,10 @@ class InitTest(parameterized.TestCase):
                  (tiny / 2, 0.), (1e30, 1e38)]:
       a, b = np.float32(a), np.float32(b)
       if kind == "truncated_normal":
-        want = haiku_init._add(haiku_init._mul(a, x), b)  # pylint: disable=protected-access
+        want = chunked_random.add(chunked_random.mul(a, x), b)
       else:
-        want = haiku_init._add(b, haiku_init._mul(a, x))  # pylint: disable=protected-access
-      got = haiku_init._scale(kind, jnp.asarray(x), a, b)  # pylint: disable=protected-access
+        want = chunked_random.add(b, chunked_random.mul(a, x))
+      got = chunked_random.scale(kind, jnp.asarray(x), a, b)
       self.assertEqual(got.dtype, np.float32)
       np.testing.assert_array_equal(got.view(np.uint32),
                                     np.asarray(want).view(np.uint32),
