@@ -16,6 +16,9 @@ import sys
 import tempfile
 
 from absl.testing import absltest
+
+from tools.bench import report_sections
+from tools.bench import startup_report
 import quick_exit  # tests/quick_exit.py, beside this file
 
 
@@ -171,13 +174,11 @@ class ReportSectionsTest(absltest.TestCase):
 
   def test_examples(self):
     import doctest  # pylint: disable=g-import-not-at-top
-    from tools.bench import report_sections  # pylint: disable=g-import-not-at-top
     failed, attempted = doctest.testmod(report_sections)
     self.assertEqual(failed, 0)
     self.assertGreater(attempted, 0)
 
   def test_replace_appends_a_missing_section_and_keeps_the_others(self):
-    from tools.bench import report_sections  # pylint: disable=g-import-not-at-top
     old = "# R\n\n## A\na\n\n## B\nb\n"
     self.assertEqual(
         report_sections.replace_section(old, "## Startup", "## Startup\ns\n"),
@@ -191,8 +192,6 @@ class ReportSectionsTest(absltest.TestCase):
     self.assertIsNone(report_sections.find_section(old, "## C"))
 
   def test_startup_writes_its_section_from_a_result(self):
-    from tools.bench import report_sections  # pylint: disable=g-import-not-at-top
-    from tools.bench import startup_report  # pylint: disable=g-import-not-at-top
     result = {"resnet18/pax": 2.0, "resnet18/pax_warm": 1.0,
               "resnet18/haiku_eager": 10.0, "resnet18/haiku_jit": 8.0,
               "resnet18/pax_vs_haiku_eager": 0.2,

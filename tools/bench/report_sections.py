@@ -6,7 +6,8 @@ measured: run_all keeps the sections other commands own, and those commands
 replace their own section in place (or append it).
 
 >>> old = "# Report\\n\\n## A\\nold a\\n\\n## Startup: x\\nold s\\n"
->>> print(replace_section(old, "## Startup", "## Startup: x\\nnew s\\n"), end="")
+>>> new = "## Startup: x\\nnew s\\n"
+>>> print(replace_section(old, "## Startup", new), end="")
 # Report
 <BLANKLINE>
 ## A

@@ -191,9 +191,8 @@ def measure(models: List[str], rounds: int, train: bool) -> Dict[str, float]:
   return result
 
 
-def _now() -> str:
-  return datetime.datetime.now(datetime.timezone.utc).strftime(
-      "%Y-%m-%d %H:%M UTC")
+def _utc(fmt: str) -> str:
+  return datetime.datetime.now(datetime.timezone.utc).strftime(fmt)
 
 
 def main(argv):
@@ -202,7 +201,7 @@ def main(argv):
     model, variant = _CHILD.value
     _child(model, variant)
     return
-  started, load = _now(), os.getloadavg()[0]
+  started, load = _utc("%Y-%m-%d %H:%M"), os.getloadavg()[0]
   result = measure(_MODELS.value, _ROUNDS.value, _TRAIN.value)
   print(f"Startup, medians of {_ROUNDS.value} interleaved rounds, each a "
         "fresh process (seconds; ratios x):")
@@ -212,8 +211,9 @@ def main(argv):
     with open(_JSON.value, "w") as f:
       json.dump(result, f, indent=2)
   if _OUT.value:
-    when = (f"{started} to {_now()[11:]}, {os.cpu_count()} CPU cores, load "
-            f"average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end")
+    when = (f"{started} to {_utc('%H:%M')} UTC, {os.cpu_count()} CPU "
+            f"cores, load average {load:.1f} at start, "
+            f"{os.getloadavg()[0]:.1f} at end")
     text = report_sections.replace_section(
         report_sections.read(_OUT.value), startup_report.HEADING,
         startup_report.markdown(result, _ROUNDS.value, when))
