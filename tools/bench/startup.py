@@ -112,7 +112,11 @@ def _child(model: str, variant: str) -> None:
 
 def _env(**extra: str) -> Dict[str, str]:
   env = dict(os.environ)
-  for name in ("JAX_COMPILATION_CACHE_DIR", "PAX_HAIKU_CACHE_DIR"):
+  # PYTHONDONTWRITEBYTECODE (set in some sandboxes) would make every sample
+  # compile the library's Python sources again; a user's Python keeps them
+  # as .pyc files, written here by the first samples.
+  for name in ("JAX_COMPILATION_CACHE_DIR", "PAX_HAIKU_CACHE_DIR",
+               "PYTHONDONTWRITEBYTECODE"):
     env.pop(name, None)
   env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
   env.update(extra)
