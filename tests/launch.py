@@ -1,4 +1,4 @@
-"""`subprocess.run` / `subprocess.Popen` for Python programs, through fork servers.
+"""`subprocess.run` / `subprocess.Popen` for Python, through fork servers.
 
 Tests run `python3 tools/train.py ...` and the other tools as processes
 dozens of times; each such process spends ~1.5-2 s of CPU importing jax,

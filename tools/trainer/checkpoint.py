@@ -59,7 +59,8 @@ from tools.trainer import checkpoint_names as names_lib
 
 __all__ = [
     "ARRAYS_ITEM", "META_ITEM", "MANIFEST_FILE", "CheckpointError",
-    "UnfinishedCheckpointError", "CheckpointManager", "Restored", "checkpoint_path", "checkpoint_steps",
+    "UnfinishedCheckpointError", "CheckpointManager", "Restored",
+    "checkpoint_path", "checkpoint_steps",
     "array_files", "json_sha256", "latest_step", "load_arrays",
     "read_metadata", "restore", "restore_latest", "save", "verify",
 ]
